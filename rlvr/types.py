@@ -1,0 +1,71 @@
+"""The typed data that crosses stage (and process) boundaries.
+
+Plain frozen dataclasses of stdlib types, so they pickle across Ray actors and process pools.
+Naming: P prompts per step, G completions per prompt (a group), T tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length"]
+TermStatus = Literal["ok", "timeout", "error", "crash"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One prompt with its ground truth, as every data source yields it."""
+
+    id: str
+    prompt: str  # the user message; the rollout worker applies the chat template
+    answer: str  # ground truth handed to verifiers
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # task-specific, e.g. reasoning-gym's entry
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled completion of a sample."""
+
+    sample: Sample
+    completion: str
+    finish_reason: FinishReason
+    completion_ids: tuple[int, ...]
+    sampler_logprobs: tuple[float, ...]  # log-probs of completion_ids under the sampler, same length
+    prompt_ids: tuple[int, ...]
+    policy_version: int  # RL step whose weights produced it
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.completion_ids)
+
+
+@dataclass(frozen=True)
+class TermResult:
+    """The outcome of one reward term on one rollout.
+
+    `value` is NaN unless status is "ok": a failed verifier never turns into a silent 0.
+    """
+
+    value: float
+    status: TermStatus = "ok"
+    error: str = ""  # first line of the exception or the reason for a timeout/crash
+
+
+@dataclass(frozen=True)
+class ScoredRollout:
+    """A rollout with its reward: the weighted sum of its terms after group shaping.
+
+    `reward` is NaN when any weighted term failed; such rollouts are masked out of the update
+    and counted in the metrics instead of being scored 0.
+    """
+
+    rollout: Rollout
+    reward: float
+    terms: Mapping[str, TermResult]
+
+    @property
+    def ok(self) -> bool:
+        return not math.isnan(self.reward)
