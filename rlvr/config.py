@@ -60,7 +60,8 @@ class SFTConfig:
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 50
-    seed: int = 1  # its data is drawn from a different seed than the RL data
+    response_template: str = "{answer}"  # the SFT target; "{answer}" is replaced by the sample's answer
+    seed: int = 1  # shuffling of the SFT pairs
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,18 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class RewardTermConfig:
-    name: str  # a registered reward or "package.module:callable"
-    weight: float = 1.0
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str  # a registered reward or group shaper, an entry point, or "package.module:callable"
+    weight: float = 1.0  # 0: computed and logged, not summed (a failure then does not void the reward)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constructor / keyword arguments of the reward
+    label: str = ""  # metric name reward/<label>/...; empty: the name (after ':' for a dotted path)
 
 
 @dataclass(frozen=True)
 class RewardConfig:
     terms: tuple[RewardTermConfig, ...] = (RewardTermConfig("reasoning_gym"),)
     workers: int = 2  # scoring processes
-    timeout_s: float = 10.0  # hard wall-clock deadline per call
+    timeout_s: float = 10.0  # hard wall-clock deadline per call; a stuck call's process is killed
+    correctness: str = ""  # label of the term group shapers see as correctness; empty: the first per-rollout term
 
 
 @dataclass(frozen=True)

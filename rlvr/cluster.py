@@ -1,0 +1,141 @@
+"""Ray cluster and component builders: config in, actor handles with flat constructor arguments out.
+
+Placement: one placement group holds a bundle of `learner.gpus` GPUs for the learner and one of
+`rollout.gpus_per_engine` GPUs per engine, packed onto as few nodes as possible; a request the cluster
+cannot hold fails with the bundles named instead of waiting forever. On a CPU machine every role runs
+with 0 GPUs and the roles share the cores, taking turns (the loop is synchronous), so each is given
+every core as torch threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rlvr.config import Config
+from rlvr.learner import Learner, OptimSpec
+from rlvr.rollout import RolloutWorker
+from rlvr.weight_sync import NcclSync, ObjectStoreSync, WeightSync
+
+
+@contextlib.contextmanager
+def ray_cluster(cfg: Config) -> Iterator[dict]:
+    """Connect to `cluster.address`, or start a local cluster on loopback, and shut it down afterwards.
+
+    Inside an existing Ray session (a test's, or a notebook's) that session is used and left running.
+    """
+    if ray.is_initialized():
+        yield ray.cluster_resources()
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback-only local cluster needs no token
+    kwargs: dict = dict(include_dashboard=cfg.cluster.dashboard, log_to_driver=True, ignore_reinit_error=False)
+    if cfg.cluster.address:
+        ray.init(address=cfg.cluster.address, **kwargs)
+    else:
+        ray.init(
+            num_cpus=cfg.cluster.num_cpus or os.cpu_count(),
+            num_gpus=cfg.cluster.fake_gpus or None,
+            object_store_memory=cfg.cluster.object_store_mb * 2**20,
+            dashboard_host="127.0.0.1",
+            **kwargs,
+        )
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
+
+
+def _cpu_env() -> dict:
+    # Ray sets OMP_NUM_THREADS=1 in actors; the sync loop lets each stage use every core in turn.
+    threads = str(os.cpu_count() or 1)
+    return {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
+
+
+def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[dict, list[dict]]:
+    """Ray options for the learner and for each rollout engine (GPU bundles of one placement group)."""
+    gpus = [cfg.learner.gpus] + [cfg.rollout.gpus_per_engine] * cfg.rollout.num_engines
+    if not any(gpus):
+        return dict(num_cpus=0, runtime_env=_cpu_env()), [dict(num_cpus=0, runtime_env=_cpu_env())] * (len(gpus) - 1)
+    if not all(gpus):
+        raise ValueError(
+            f"learner.gpus = {cfg.learner.gpus} and rollout.gpus_per_engine = {cfg.rollout.gpus_per_engine}: "
+            "mixing CPU and GPU roles is not supported"
+        )
+    bundles = [{"GPU": float(g)} for g in gpus]  # CPUs are not reserved: small clusters would run out first
+    group = placement_group(bundles, strategy="PACK")
+    try:
+        ray.get(group.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.util.remove_placement_group(group)
+        raise RuntimeError(
+            f"the cluster cannot hold the requested GPUs within {timeout_s:.0f} s: bundles {bundles} "
+            f"(learner first, then one per engine); cluster resources {ray.cluster_resources()}"
+        ) from None
+    options = [
+        dict(num_cpus=0, num_gpus=g, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))
+        for i, g in enumerate(gpus)
+    ]
+    return options[0], options[1:]
+
+
+def build_learner(cfg: Config, model_path: str, options: dict) -> ray.actor.ActorHandle:
+    on_gpu = cfg.learner.gpus > 0
+    if cfg.learner.backend != "torch":
+        raise NotImplementedError(f"learner.backend = {cfg.learner.backend!r} is not implemented yet")
+    return Learner.options(**options).remote(
+        model_path,
+        dtype=cfg.model.dtype,
+        optim=OptimSpec(
+            lr=cfg.learner.lr,
+            betas=cfg.learner.betas,
+            weight_decay=cfg.learner.weight_decay,
+            grad_clip=cfg.learner.grad_clip,
+            warmup_steps=cfg.learner.warmup_steps,
+        ),
+        loss=cfg.loss,
+        temperature=cfg.rollout.temperature,
+        micro_batch_size=cfg.learner.micro_batch_size,
+        epochs=cfg.algo.epochs,
+        minibatches=cfg.algo.minibatches,
+        track_ref_kl=cfg.algo.track_ref_kl,
+        device="cuda" if on_gpu else "cpu",
+        threads=0 if on_gpu else (os.cpu_count() or 1),
+        seed=cfg.learner.seed,
+    )
+
+
+def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> list[ray.actor.ActorHandle]:
+    r = cfg.rollout
+    return [
+        RolloutWorker.options(**options[i]).remote(
+            model_path,
+            dtype=cfg.model.dtype,
+            max_model_len=r.max_model_len,
+            tensor_parallel=r.gpus_per_engine,
+            gpu_memory_utilization=r.gpu_memory_utilization,
+            cpu_kv_cache_gb=r.cpu_kv_cache_gb,
+            enforce_eager=r.enforce_eager,
+            nccl_weight_transfer=_sync_kind(cfg) == "nccl",
+            prompt_template=cfg.data.prompt_template,
+            system_prompt=cfg.data.system_prompt,
+            seed=r.seed + i,
+        )
+        for i in range(r.num_engines)
+    ]
+
+
+def build_weight_sync(cfg: Config, learner, workers) -> WeightSync:
+    if _sync_kind(cfg) == "nccl":
+        return NcclSync(learner, workers, [cfg.rollout.gpus_per_engine] * len(workers))
+    return ObjectStoreSync(learner, workers)
+
+
+def _sync_kind(cfg: Config) -> str:
+    if cfg.rollout.weight_sync != "auto":
+        return cfg.rollout.weight_sync
+    return "nccl" if cfg.rollout.gpus_per_engine > 0 and cfg.learner.gpus > 0 else "object_store"

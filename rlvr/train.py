@@ -1,0 +1,131 @@
+"""The RLVR loop: build the components, optionally cold-start them with SFT, then sample -> score -> update -> sync.
+
+Synchronous and on-policy: every step's rollouts come from the weights of the step before.
+Naming: P prompts per step, G completions per prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from rlvr.advantages import ADVANTAGES
+from rlvr.batch import make_train_batch
+from rlvr.checkpoint import write_json_atomic
+from rlvr.cluster import build_learner, build_rollout_workers, build_weight_sync, placement, ray_cluster
+from rlvr.config import Config, to_dict
+from rlvr.data import PromptStream, load_splits
+from rlvr.evaluate import correctness_label, evaluate, first_last_mean, generate_and_score
+from rlvr.learner import OptimSpec
+from rlvr.metrics import MetricsLogger, rollout_metrics
+from rlvr.models import TinyShape, resolve_model
+from rlvr.rollout import SamplingSpec
+from rlvr.scoring import build_reward_service, reward_metrics
+
+SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
+
+
+def train(cfg: Config, output_dir: str | Path) -> dict:
+    started = time.perf_counter()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "run_config.json", to_dict(cfg))  # config.json is the model's
+    d = cfg.data
+    splits = load_splits(
+        d.source, prompt_key=d.prompt_key, answer_key=d.answer_key, answer_format=d.answer_format,
+        task_kwargs=d.task_kwargs, train_size=d.train_size, eval_source=d.eval_source, eval_size=cfg.eval.size,
+        seed=d.seed, sft_size=cfg.sft.steps * cfg.sft.batch_size,
+    )
+    m = cfg.model
+    model_path = resolve_model(m.path, TinyShape(m.tiny_hidden, m.tiny_layers, m.tiny_heads, m.tiny_seed))
+    correctness = correctness_label(cfg.reward.terms, cfg.reward.correctness)
+    eval_tokens = cfg.eval.max_tokens or cfg.rollout.max_tokens
+    summary: dict = {"model": model_path, "output_dir": str(out)}
+
+    with ray_cluster(cfg):
+        learner_options, worker_options = placement(cfg)
+        learner = build_learner(cfg, model_path, learner_options)
+        workers = build_rollout_workers(cfg, model_path, worker_options)
+        reward_service = build_reward_service(cfg.reward)
+        ray.get([learner.ready.remote()] + [w.ready.remote() for w in workers])
+        weight_sync = build_weight_sync(cfg, learner, workers)
+        logger = MetricsLogger(out, total_steps=cfg.train.steps)
+        try:
+            if cfg.sft.steps:
+                summary |= cold_start(cfg, learner, splits.sft, logger)
+                weight_sync.push(version=0)
+            ray.get(learner.set_reference.remote())
+            before = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
+            logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
+
+            logger.stage("RL", cfg.train.steps)
+            prompts = PromptStream(splits.train, cfg.data.batch_size, seed=cfg.train.seed)
+            rewards_per_step = []
+            for step in range(cfg.train.steps):
+                step_start = time.perf_counter()
+                samples_P = next(prompts)
+                spec = SamplingSpec(cfg.algo.group_size, cfg.rollout.max_tokens, cfg.rollout.temperature,
+                                    cfg.rollout.top_p, seed=cfg.rollout.seed * 100_003 + step)
+                scored_PG, times = generate_and_score(workers, reward_service, samples_P, spec)
+                rewards_P_G = torch.tensor([[s.reward for s in group] for group in scored_PG])
+                advantages_P_G = ADVANTAGES[cfg.algo.advantage](rewards_P_G)
+                batch = make_train_batch([s for g in scored_PG for s in g], advantages_P_G.flatten().tolist())
+                train_start = time.perf_counter()
+                metrics = ray.get(learner.train_step.remote(batch))
+                train_s = time.perf_counter() - train_start
+                sync_s = weight_sync.push(version=step + 1)
+                if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0:
+                    ray.get(learner.save.remote(str(out / "checkpoints" / f"step_{step + 1:06d}")))
+                if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
+                    metrics |= evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
+                step_s = time.perf_counter() - step_start
+                metrics |= reward_metrics(scored_PG) | rollout_metrics(scored_PG) | {
+                    "timing/generate_s": times.generate_s, "timing/reward_s": times.reward_s,
+                    "timing/train_s": train_s, "timing/sync_s": sync_s, "timing/step_s": step_s,
+                }
+                metrics["throughput/tokens_per_s"] = (metrics["tokens/prompt"] + metrics["tokens/completion"]) / step_s
+                logger.log(step, metrics)
+                rewards_per_step.append(metrics["reward/mean"])
+
+            after = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
+            logger.print(f"held-out greedy accuracy after RL: {after['eval/accuracy']:.3f}")
+            ray.get(learner.save.remote(str(out)))
+        finally:
+            logger.close()
+
+    start_reward, end_reward = first_last_mean(rewards_per_step) if rewards_per_step else (float("nan"),) * 2
+    summary |= {
+        "eval/accuracy_before_rl": before["eval/accuracy"],
+        "eval/accuracy_after_rl": after["eval/accuracy"],
+        "eval/prompts": len(splits.held_out),
+        "reward/first10_mean": start_reward,
+        "reward/last10_mean": end_reward,
+        "rl_steps": len(rewards_per_step),
+        "wall_s": time.perf_counter() - started,
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def cold_start(cfg: Config, learner, samples, logger: MetricsLogger) -> dict:
+    """Supervised steps on (prompt, answer) pairs: a tiny random model has no reward signal without them."""
+    s = cfg.sft
+    optim = OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, decay_steps=max(0, s.steps - s.warmup_steps),
+                      grad_clip=cfg.learner.grad_clip)
+    ray.get(learner.start_sft.remote(
+        samples, batch_size=s.batch_size, prompt_template=cfg.data.prompt_template,
+        system_prompt=cfg.data.system_prompt, response_template=s.response_template, optim=optim, seed=s.seed,
+    ))
+    logger.stage("SFT", s.steps)
+    start, metrics = time.perf_counter(), {}
+    for done in range(0, s.steps, SFT_CHUNK):
+        n = min(SFT_CHUNK, s.steps - done)
+        metrics = ray.get(learner.sft_steps.remote(n))
+        logger.advance(f"loss {metrics['sft/loss']:.3f}", steps=n)
+    with (Path(logger.path).parent / "sft.json").open("w") as f:
+        json.dump(metrics, f)
+    return {"sft/final_loss": metrics.get("sft/loss"), "sft/wall_s": time.perf_counter() - start}

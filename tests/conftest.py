@@ -1,0 +1,52 @@
+"""Shared fixtures. The default run is CPU-only and uses the real vLLM, Ray and math-verify."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before anything imports triton: without a GPU, kernels run in Triton's interpreter.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RLVR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data():
+    """`shared_data("gsm8k/train.jsonl")`: a file of ../shared/data, or skip the test saying why."""
+
+    def find(relative: str) -> Path:
+        path = SHARED_DATA / relative
+        if not path.exists():
+            pytest.skip(f"shared data not available: {path} (set RLVR_SHARED_DATA)")
+        return path
+
+    return find
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """The builtin tiny character-level Qwen2 (random weights), built once per session."""
+    from rlvr.models import TinyShape, build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", TinyShape(hidden=64, layers=2, heads=2)))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the session (starting one costs ~5 s); fake GPUs for placement tests."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, object_store_memory=512 * 2**20, log_to_driver=False)
+    yield ray
+    ray.shutdown()

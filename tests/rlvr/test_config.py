@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from rlvr.config import Config, ConfigError, load_config, to_dict
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
+
+
+def test_defaults_construct():
+    cfg = Config()
+    assert cfg.algo.group_size == 8 and cfg.reward.terms[0].name == "reasoning_gym"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_loads(path):
+    cfg = load_config(path)
+    assert cfg.train.steps > 0
+
+
+def test_examples_exist():
+    names = {p.name for p in EXAMPLES}
+    assert {"tiny_arith_grpo.toml", "gsm8k_grpo.toml", "math_grpo.toml", "smollm2_gsm8k_grpo.toml"} <= names
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[algo]\ngroup_sise = 4\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: unknown key 'algo\.group_sise'"):
+        load_config(path)
+
+
+def test_unknown_section(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[algorithm]\ngroup_size = 4\n")
+    with pytest.raises(ConfigError, match="unknown key 'algorithm'"):
+        load_config(path)
+
+
+def test_wrong_type_and_literal(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[algo]\ngroup_size = "eight"\n')
+    with pytest.raises(ConfigError, match="algo.group_size = 'eight' is not a valid int"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not one of"):
+        load_config(None, ["loss.aggregation=token-sum"])
+
+
+def test_invalid_toml_names_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[algo\n")
+    with pytest.raises(ConfigError, match="broken.toml: invalid TOML"):
+        load_config(path)
+
+
+def test_overrides():
+    cfg = load_config(None, [
+        "algo.group_size=16", "loss.clip_high=0.28", "model.path=/data/ckpt", "reward.terms.0.weight=0.5",
+        "data.task_kwargs.min_terms=3", "learner.betas=[0.9, 0.95]", "loss.dual_clip=3.0",
+    ])
+    assert cfg.algo.group_size == 16 and cfg.loss.clip_high == 0.28
+    assert cfg.model.path == "/data/ckpt"  # bare strings need no TOML quotes
+    assert cfg.reward.terms[0].weight == 0.5
+    assert cfg.data.task_kwargs == {"min_terms": 3}
+    assert cfg.learner.betas == (0.9, 0.95) and cfg.loss.dual_clip == 3.0
+
+
+@pytest.mark.parametrize("item, message", [
+    ("algo.grup_size=3", "unknown key 'algo.grup_size'"),
+    ("nosection.x=1", "unknown key 'nosection'"),
+    ("reward.terms.5.weight=1", "unknown key"),
+    ("algo.group_size", "not of the form key=value"),
+])
+def test_bad_overrides(item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [item])
+
+
+def test_cross_field_validation():
+    with pytest.raises(ConfigError, match="group_size must be >= 2"):
+        load_config(None, ["algo.group_size=1"])
+    with pytest.raises(ConfigError, match="not divisible by algo.minibatches"):
+        load_config(None, ["data.batch_size=3", "algo.group_size=3", "algo.minibatches=2"])
+
+
+def test_to_dict_round_trips():
+    cfg = load_config(None, ["algo.group_size=4"])
+    assert Config.__name__ and to_dict(cfg)["algo"]["group_size"] == 4
+    assert load_config(None, []) == Config()
