@@ -18,7 +18,8 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlvr.config import Config
-from rlvr.learner import Learner, OptimSpec
+from rlvr.learner import Learner
+from rlvr.optim import OptimSpec
 from rlvr.rollout import RolloutWorker
 from rlvr.weight_sync import NcclSync, ObjectStoreSync, WeightSync
 
@@ -85,8 +86,6 @@ def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[dict, list[dict]]:
 
 def build_learner(cfg: Config, model_path: str, options: dict) -> ray.actor.ActorHandle:
     on_gpu = cfg.learner.gpus > 0
-    if cfg.learner.backend != "torch":
-        raise NotImplementedError(f"learner.backend = {cfg.learner.backend!r} is not implemented yet")
     return Learner.options(**options).remote(
         model_path,
         dtype=cfg.model.dtype,
@@ -103,6 +102,8 @@ def build_learner(cfg: Config, model_path: str, options: dict) -> ray.actor.Acto
         epochs=cfg.algo.epochs,
         minibatches=cfg.algo.minibatches,
         track_ref_kl=cfg.algo.track_ref_kl,
+        backend=cfg.learner.backend,
+        zero_stage=cfg.learner.zero_stage,
         device="cuda" if on_gpu else "cpu",
         threads=0 if on_gpu else (os.cpu_count() or 1),
         seed=cfg.learner.seed,

@@ -113,7 +113,7 @@ class LearnerConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 0
     micro_batch_size: int = 64  # sequences per forward/backward
-    zero_stage: Literal[0, 1, 2, 3] = 2  # deepspeed only
+    zero_stage: Literal[0, 1, 2] = 2  # deepspeed only
     gpus: int = 0  # 0: CPU
     seed: int = 0
 

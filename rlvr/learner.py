@@ -13,7 +13,6 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import ray
 import torch
@@ -22,19 +21,10 @@ from rlvr.batch import PAD, TrainBatch
 from rlvr.checkpoint import save_hf_atomic
 from rlvr.data import chat_prompt_ids
 from rlvr.kernels import PolicyLossConfig, linear_logprobs, logits_logprobs, policy_loss
+from rlvr.optim import OptimSpec, TorchUpdater, make_updater
 from rlvr.types import Sample
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class OptimSpec:
-    lr: float
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    warmup_steps: int = 0
-    decay_steps: int = 0  # cosine decay to 10% over this many steps after warm-up; 0: constant
 
 
 @ray.remote
@@ -51,6 +41,8 @@ class Learner:
         epochs: int = 1,
         minibatches: int = 1,
         track_ref_kl: bool = True,
+        backend: str = "torch",
+        zero_stage: int = 2,
         device: str = "cpu",
         threads: int = 0,
         seed: int = 0,
@@ -70,8 +62,8 @@ class Learner:
         self.micro_batch_size = micro_batch_size
         self.epochs, self.minibatches = epochs, minibatches
         self.track_ref_kl = track_ref_kl or loss.kl_coef > 0
-        self.optim = optim
-        self.optimizer, self.scheduler = _make_optimizer(self.model, optim)
+        self.optim, self.backend, self.zero_stage = optim, backend, zero_stage
+        self.updater = None  # built by set_reference(), when RL starts
         self.reference: torch.nn.Module | None = None
         self.steps = 0
         self._sft: Iterator[list[Sample]] | None = None
@@ -118,11 +110,13 @@ class Learner:
         if self.track_ref_kl:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         # RL starts with fresh optimizer state, whatever SFT left behind.
-        self.optimizer, self.scheduler = _make_optimizer(self.model, self.optim)
+        self.updater = make_updater(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
         """`epochs` passes of `minibatches` optimizer steps over the batch; returns metrics."""
         start = time.perf_counter()
+        if self.updater is None:
+            self.set_reference()
         self.model.train()
         B = len(batch)
         mask_all = batch.completion_mask_B_L[:, 1:]
@@ -140,7 +134,6 @@ class Learner:
         for epoch in range(self.epochs):
             for mb in order.chunk(self.minibatches):
                 normalizer = self._normalizer(batch, mb)
-                self.optimizer.zero_grad(set_to_none=True)
                 for micro in mb.split(self.micro_batch_size):
                     sub = batch.select(micro)
                     logprobs, entropy = self._logprobs(self.model, sub)
@@ -164,17 +157,12 @@ class Learner:
                         entropy_B_T=entropy,
                         normalizer=normalizer,
                     )
-                    loss.backward()
+                    self.updater.backward(loss)
                     stats.add_loss(loss.item(), metrics, weight=float(mask.sum()))
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
-                if not torch.isfinite(grad_norm):
-                    raise FloatingPointError(f"non-finite gradient norm {grad_norm.item()} at RL step {self.steps}")
-                self.optimizer.step()
-                self.scheduler.step()
-                stats.grad_norms.append(grad_norm.item())
+                stats.grad_norms.append(self.updater.step())
         self.steps += 1
         out = stats.result()
-        out["lr"] = self.scheduler.get_last_lr()[0]
+        out["lr"] = self.updater.lr()
         out["timing/learner_s"] = time.perf_counter() - start
         return out
 
@@ -195,8 +183,8 @@ class Learner:
             for s in samples
         ]
         self._sft_batch_size, self._sft_rng = batch_size, random.Random(seed)
-        self._sft_optimizer, self._sft_scheduler = _make_optimizer(self.model, optim)
-        self._sft_clip = optim.grad_clip
+        # The cold start is for small models: plain torch whatever learner.backend says.
+        self._sft_updater = TorchUpdater(self.model, optim)
         return len(self._sft_pairs)
 
     def sft_steps(self, n: int) -> dict[str, float]:
@@ -209,16 +197,13 @@ class Learner:
             logprobs, _ = self._logprobs(self.model, batch)
             mask = batch.completion_mask_B_L[:, 1:].to(self.device)
             loss = -(logprobs * mask).sum() / mask.sum()
-            self._sft_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self._sft_clip)
-            self._sft_optimizer.step()
-            self._sft_scheduler.step()
+            self._sft_updater.backward(loss)
+            self._sft_updater.step()
             losses.append(loss.item())
             correct += int(((logprobs > math.log(0.5)) & mask).sum())
             total += int(mask.sum())
         return {"sft/loss": sum(losses) / len(losses), "sft/token_acc_p50": correct / total,
-                "sft/lr": self._sft_scheduler.get_last_lr()[0]}
+                "sft/lr": self._sft_updater.lr()}
 
     # ---- weights ----
     def named_weights(self) -> dict[str, torch.Tensor]:
@@ -247,20 +232,6 @@ class Learner:
     def ready(self) -> dict:
         return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device),
                 "params": sum(p.numel() for p in self.model.parameters())}
-
-
-def _make_optimizer(model: torch.nn.Module, spec: OptimSpec):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
-
-    def factor(step: int) -> float:
-        if step < spec.warmup_steps:
-            return (step + 1) / spec.warmup_steps
-        if spec.decay_steps:
-            progress = min(1.0, (step - spec.warmup_steps) / spec.decay_steps)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _sft_batch(pairs: list[tuple[list[int], list[int]]]) -> TrainBatch:

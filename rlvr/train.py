@@ -20,7 +20,7 @@ from rlvr.cluster import build_learner, build_rollout_workers, build_weight_sync
 from rlvr.config import Config, to_dict
 from rlvr.data import PromptStream, load_splits
 from rlvr.evaluate import correctness_label, evaluate, first_last_mean, generate_and_score
-from rlvr.learner import OptimSpec
+from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
 from rlvr.models import TinyShape, resolve_model
 from rlvr.rollout import SamplingSpec

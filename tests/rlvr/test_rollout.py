@@ -6,7 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlvr.batch import make_train_batch
-from rlvr.learner import Learner, OptimSpec
+from rlvr.learner import Learner
+from rlvr.optim import OptimSpec
 from rlvr.kernels import PolicyLossConfig
 from rlvr.rollout import RolloutWorker, SamplingSpec
 from rlvr.types import Sample, ScoredRollout, TermResult

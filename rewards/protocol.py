@@ -1,0 +1,47 @@
+"""What a reward is: a picklable callable on one rollout, or a group shaper on one group.
+
+    @register("short")
+    def short(rollout: Rollout) -> float:
+        return 1.0 if rollout.num_tokens < 100 else 0.0
+
+A reward returns a float, or a `RewardResult` when it also wants named sub-terms logged
+(`reward/<term>/<part>/mean`); only `value` enters the weighted sum. An `async def` reward is
+allowed (for checkers that call a service): the worker process runs it to completion.
+
+Rewards run in worker processes under a hard wall-clock deadline, so they must pickle: module-level
+functions, or frozen dataclasses with `__call__` for parameterised ones (closures do not pickle).
+They should be pure: after a worker is killed, calls it had finished but not reported run again.
+Rewards see the completion text, its token count, the finish reason and the sample (prompt, answer,
+metadata); the worker's copy of the rollout carries no prompt ids or sampler log-probs.
+
+A group shaper (`@register("name", group=True)`) receives a whole group and the correctness channel
+(`correct_G`: the values of the correctness term, NaN where it failed) and returns one value per
+rollout. Group shapers run in the reward service's own process, after the per-rollout terms, and may
+keep state across steps (e.g. per-prompt pass rates), so they need not be frozen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from rlvr.types import Rollout
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    """A reward value with named sub-terms that are logged but not summed."""
+
+    value: float
+    parts: Mapping[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class RewardFn(Protocol):
+    def __call__(self, rollout: Rollout) -> float | RewardResult | Awaitable[float | RewardResult]: ...
+
+
+@runtime_checkable
+class GroupRewardFn(Protocol):
+    def __call__(self, rollouts_G: Sequence[Rollout], correct_G: Sequence[float]) -> Sequence[float]: ...

@@ -1,0 +1,150 @@
+"""Parameter updates: plain torch AdamW, or DeepSpeed ZeRO (stages 0-2) for models that need it.
+
+Both take micro-batch losses that are already normalised to add up to the minibatch loss, so
+`backward` never rescales, and `step` applies one optimizer update and returns the gradient norm.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    decay_steps: int = 0  # cosine decay to 10% over this many steps after warm-up; 0: constant
+
+
+class Updater(Protocol):
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self) -> float:
+        """Clip, update, advance the schedule; returns the pre-clip gradient norm."""
+        ...
+
+    def lr(self) -> float: ...
+
+
+def schedule(spec: OptimSpec):
+    """Linear warm-up, then constant or cosine decay to 10% of the peak."""
+
+    def factor(step: int) -> float:
+        if step < spec.warmup_steps:
+            return (step + 1) / spec.warmup_steps
+        if spec.decay_steps:
+            progress = min(1.0, (step - spec.warmup_steps) / spec.decay_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def _adamw(model: torch.nn.Module, spec: OptimSpec) -> torch.optim.AdamW:
+    # fused: one kernel for all parameters instead of a Python loop over them (matters for small models)
+    return torch.optim.AdamW(
+        model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, fused=True
+    )
+
+
+class TorchUpdater:
+    def __init__(self, model: torch.nn.Module, spec: OptimSpec) -> None:
+        self.model, self.spec = model, spec
+        self.optimizer = _adamw(model, spec)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(spec))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
+        if not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"non-finite gradient norm {norm.item()}")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm.item()
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+
+class DeepSpeedUpdater:
+    """A DeepSpeed engine around the model, one process (this learner actor) as the whole world.
+
+    `managed_gradient_accumulation = false`: each `step()` is the accumulation boundary, so any number
+    of micro-batch backwards may precede it. ZeRO-3 is not offered: the fused log-prob path reads the LM
+    head's weight directly, which stage 3 keeps partitioned outside the module's own forward.
+    """
+
+    def __init__(self, model: torch.nn.Module, spec: OptimSpec, zero_stage: int, compute_dtype: torch.dtype) -> None:
+        import deepspeed
+
+        if zero_stage > 2:
+            raise ValueError("learner.zero_stage = 3 is not supported by the fused log-prob path; use 0, 1 or 2")
+        if not torch.distributed.is_initialized():
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            for key in ("RANK", "LOCAL_RANK"):
+                os.environ.setdefault(key, "0")
+            os.environ.setdefault("WORLD_SIZE", "1")
+            deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        config = {
+            "train_micro_batch_size_per_gpu": 1,  # batching is ours; DeepSpeed only needs a consistent value
+            "gradient_accumulation_steps": 1,
+            "managed_gradient_accumulation": False,
+            "gradient_clipping": spec.grad_clip,
+            "zero_optimization": {"stage": zero_stage},
+            "bf16": {"enabled": compute_dtype == torch.bfloat16},
+            "steps_per_print": 10**9,
+        }
+        optimizer = _adamw(model, spec)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec))
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+        )
+        self.zero_stage = zero_stage
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> float:
+        unpartitioned = None
+        if self.zero_stage == 0:  # DeepSpeed reports a norm only for ZeRO optimizers
+            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+            unpartitioned = torch.nn.utils.get_total_norm(grads).item()
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm() if unpartitioned is None else unpartitioned
+        if norm is not None and not math.isfinite(float(norm)):
+            raise FloatingPointError(f"non-finite gradient norm {norm}")
+        return float(norm) if norm is not None else float("nan")
+
+    def lr(self) -> float:
+        return self.engine.get_lr()[0]
+
+
+Backend = Literal["torch", "deepspeed"]
+
+
+def make_updater(backend: Backend, model: torch.nn.Module, spec: OptimSpec, zero_stage: int = 2,
+                 compute_dtype: torch.dtype = torch.float32) -> Updater:
+    if backend == "deepspeed":
+        return DeepSpeedUpdater(model, spec, zero_stage, compute_dtype)
+    return TorchUpdater(model, spec)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,243 @@
+"""Scoring: per-rollout reward terms in an isolated process pool, then group shaping, then the weighted sum.
+
+    handle = build_reward_service(cfg.reward)                 # a Ray actor wrapping a Scorer
+    scored_G = ray.get(handle.score_group.remote(rollouts_G))  # one group, scored as soon as it arrives
+    metrics = reward_metrics(scored_PG)                       # one RL step; raises if every reward failed
+
+    with Scorer(cfg.reward.terms, workers=2, timeout_s=10) as scorer:   # the same, without Ray
+        scored_G = scorer.score_group(rollouts_G)
+
+For each group: every per-rollout term runs on every rollout in the pool (rewards/pool.py: a hard
+wall-clock deadline per call that kills the call's process, dead workers replaced); then each group
+shaper gets the group and the correctness channel (the `correctness` term's values, NaN where it
+failed); then reward = sum of weight * value over the terms with a non-zero weight. A term that timed
+out, raised or crashed makes the reward NaN, never 0; the training loop masks such rollouts out and
+`reward_metrics` counts them per term. Group shapers run in this process (they are cheap arithmetic
+and may keep per-prompt state), serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import statistics
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import ray
+
+from rlvr.config import RewardConfig, RewardTermConfig
+from rlvr.rewards import registry
+from rlvr.rewards.pool import DeadlinePool, Outcome
+from rlvr.types import Rollout, ScoredRollout, TermResult
+
+
+class RewardError(RuntimeError):
+    """Every reward of a step failed: training on it would be training on nothing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    label: str
+    fn: Callable[..., Any]
+    weight: float
+    group: bool  # a group shaper: (rollouts_G, correct_G) -> values_G
+
+
+def build_terms(configs: Sequence[RewardTermConfig]) -> tuple[Term, ...]:
+    terms = []
+    for cfg in configs:
+        label = cfg.label or cfg.name.rpartition(":")[2]
+        if "/" in label or label in {t.label for t in terms}:
+            raise ValueError(f"reward term label {label!r} is duplicated or contains '/'; set a distinct `label`")
+        fn = registry.resolve(cfg.name, cfg.kwargs)
+        terms.append(Term(label, fn, cfg.weight, registry.is_group_reward(fn)))
+    if not terms:
+        raise ValueError("no reward terms configured")
+    return tuple(terms)
+
+
+class Scorer:
+    """Scores groups of rollouts with the configured terms; usable from any thread or event loop."""
+
+    def __init__(
+        self,
+        terms: Sequence[RewardTermConfig],
+        *,
+        workers: int = 2,
+        timeout_s: float = 10.0,
+        correctness: str = "",
+        max_chunk: int = 64,
+    ) -> None:
+        self.terms = build_terms(terms)
+        self._per_rollout = [t for t in self.terms if not t.group]
+        self._group = [t for t in self.terms if t.group]
+        labels = [t.label for t in self._per_rollout]
+        self.correctness = correctness or (labels[0] if labels else "")
+        if self._group and self.correctness not in labels:
+            raise ValueError(f"correctness term {self.correctness!r} is not a per-rollout term (have {labels})")
+        self._pool = DeadlinePool([t.fn for t in self._per_rollout], workers=workers, timeout_s=timeout_s,
+                                  max_chunk=max_chunk)
+        self._group_lock = threading.Lock()
+
+    def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
+        return self._finish(rollouts_G, self._submit(rollouts_G).result())
+
+    async def score_group_async(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
+        outcomes = await asyncio.wrap_future(self._submit(rollouts_G))
+        return self._finish(rollouts_G, outcomes)
+
+    def score_groups(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+        """Several groups in one submission (cheaper per rollout than one score_group call each)."""
+        outcomes = self._submit([r for g in groups_PG for r in g]).result()
+        scored_PG, start = [], 0
+        for group in groups_PG:
+            end = start + len(group) * len(self._per_rollout)
+            scored_PG.append(self._finish(group, outcomes[start:end]))
+            start = end
+        return scored_PG
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        """Block until the worker processes have started; scoring works without it (calls queue)."""
+        return self._pool.wait_ready(timeout_s)
+
+    def stats(self) -> dict[str, int]:
+        """Pool counters: workers_started, workers_replaced, timeouts, crashes."""
+        return dict(self._pool.stats)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _submit(self, rollouts_G: Sequence[Rollout]) -> Future:
+        calls = [(t, slim) for slim in map(_slim, rollouts_G) for t in range(len(self._per_rollout))]
+        return self._pool.submit(calls)
+
+    def _finish(self, rollouts_G: Sequence[Rollout], outcomes: Sequence[Outcome]) -> list[ScoredRollout]:
+        n = len(self._per_rollout)
+        terms_G: list[dict[str, TermResult]] = [{} for _ in rollouts_G]
+        for i in range(len(rollouts_G)):
+            for t, term in enumerate(self._per_rollout):
+                status, value, parts, error = outcomes[i * n + t]
+                terms_G[i][term.label] = TermResult(value, status, error)  # type: ignore[arg-type]
+                for part, part_value in parts.items():
+                    terms_G[i][f"{term.label}/{part}"] = TermResult(part_value)
+        if self._group:
+            correct_G = [terms[self.correctness].value for terms in terms_G]
+            with self._group_lock:
+                for term in self._group:
+                    for terms, result in zip(terms_G, _shape(term, rollouts_G, correct_G, self.correctness)):
+                        terms[term.label] = result
+        return [
+            ScoredRollout(rollout, _weighted_sum(self.terms, terms), terms)
+            for rollout, terms in zip(rollouts_G, terms_G)
+        ]
+
+
+def _slim(rollout: Rollout) -> Rollout:
+    """The worker's copy: rewards need no prompt ids or log-probs, and they dominate the pickle."""
+    if rollout.prompt_ids or rollout.sampler_logprobs:
+        return dataclasses.replace(rollout, prompt_ids=(), sampler_logprobs=())
+    return rollout
+
+
+def _shape(term: Term, rollouts_G: Sequence[Rollout], correct_G: list[float], correctness: str) -> list[TermResult]:
+    try:
+        values_G = [float(v) for v in term.fn(rollouts_G, correct_G)]
+        if len(values_G) != len(rollouts_G):
+            raise ValueError(f"returned {len(values_G)} values for a group of {len(rollouts_G)}")
+    except Exception as e:  # a group shaper's bug fails its term for the group, loudly, not the service
+        return [TermResult(math.nan, "error", f"{type(e).__name__}: {e}")] * len(rollouts_G)
+    return [
+        TermResult(v)
+        if not math.isnan(v)
+        else TermResult(math.nan, "error", f"no value: correctness term {correctness!r} failed" if math.isnan(c)
+                        else "group shaper returned NaN")
+        for v, c in zip(values_G, correct_G)
+    ]
+
+
+def _weighted_sum(terms: Sequence[Term], results: dict[str, TermResult]) -> float:
+    total = 0.0
+    for term in terms:
+        if term.weight == 0:
+            continue
+        result = results[term.label]
+        if result.status != "ok":
+            return math.nan
+        total += term.weight * result.value
+    return total
+
+
+def reward_metrics(scored_PG: Sequence[Sequence[ScoredRollout]]) -> dict[str, float]:
+    """Reward and per-term statistics of one RL step; raises RewardError when no rollout got a reward.
+
+    reward/mean, reward/std (over rollouts with a reward), reward/failed (count without one),
+    reward/zero_std_groups (fraction of groups whose rewards are all equal: no GRPO signal), and per
+    term reward/<label>/mean (over ok calls), .../timeouts, .../errors, .../crashes (counts).
+    """
+    flat = [s for group in scored_PG for s in group]
+    if not flat:
+        return {}
+    rewards = [s.reward for s in flat if s.ok]
+    if not rewards:
+        raise RewardError(f"every reward of the step failed ({len(flat)} rollouts); first: {_first_failure(flat)}")
+    groups = [[s.reward for s in g if s.ok] for g in scored_PG if g]
+    metrics = {
+        "reward/mean": statistics.fmean(rewards),
+        "reward/std": statistics.pstdev(rewards),
+        "reward/failed": float(len(flat) - len(rewards)),
+        "reward/zero_std_groups": sum(len(set(g)) <= 1 for g in groups) / len(groups),
+    }
+    labels = dict.fromkeys(label for s in flat for label in s.terms)
+    for label in labels:
+        results = [s.terms[label] for s in flat if label in s.terms]
+        values = [r.value for r in results if r.status == "ok"]
+        metrics[f"reward/{label}/mean"] = statistics.fmean(values) if values else math.nan
+        if "/" in label:
+            continue  # a sub-term of a reward: its failures are its parent's
+        for status, key in (("timeout", "timeouts"), ("error", "errors"), ("crash", "crashes")):
+            metrics[f"reward/{label}/{key}"] = float(sum(r.status == status for r in results))
+    return metrics
+
+
+def _first_failure(flat: Sequence[ScoredRollout]) -> str:
+    for s in flat:
+        for label, result in s.terms.items():
+            if result.status != "ok":
+                return f"term {label!r} {result.status}: {result.error}"
+    return "no term failed, yet no reward is finite"
+
+
+@ray.remote(num_cpus=0)  # its worker processes do the CPU work; reserving a core here would starve tiny clusters
+class RewardService:
+    """The Scorer as a Ray actor. Async, so many groups are scored concurrently as they arrive."""
+
+    def __init__(
+        self, terms: Sequence[RewardTermConfig], workers: int = 2, timeout_s: float = 10.0, correctness: str = ""
+    ) -> None:
+        self._scorer = Scorer(terms, workers=workers, timeout_s=timeout_s, correctness=correctness)
+
+    async def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
+        return await self._scorer.score_group_async(rollouts_G)
+
+    async def stats(self) -> dict[str, int]:
+        return self._scorer.stats()
+
+    async def close(self) -> None:
+        self._scorer.close()
+
+
+def build_reward_service(cfg: RewardConfig, **ray_options: Any) -> Any:
+    """A RewardService actor handle built from the reward config (ray_options: e.g. name, num_cpus)."""
+    service = RewardService.options(**ray_options) if ray_options else RewardService
+    return service.remote(terms=cfg.terms, workers=cfg.workers, timeout_s=cfg.timeout_s,
+                          correctness=cfg.correctness)

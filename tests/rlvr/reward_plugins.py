@@ -1,0 +1,39 @@
+"""Misbehaving reward plugins for tests/rlvr/test_scoring.py (a plain module, so worker processes import it)."""
+
+import asyncio
+import os
+import time
+
+from rlvr.rewards import RewardResult
+
+
+def length(rollout) -> float:
+    return float(len(rollout.completion))
+
+
+def raises(rollout) -> float:
+    raise RuntimeError(f"plugin bug on {rollout.completion!r}")
+
+
+def exits_on_boom(rollout) -> float:
+    if rollout.completion == "boom":
+        os._exit(3)  # as a segfault or the OOM killer would: no exception, no cleanup
+    return 1.0
+
+
+def sleeps(rollout) -> float:
+    time.sleep(float(rollout.completion))
+    return 1.0
+
+
+async def async_half(rollout) -> float:
+    await asyncio.sleep(0.01)
+    return 0.5
+
+
+def with_parts(rollout) -> RewardResult:
+    return RewardResult(1.0, {"style": 0.25})
+
+
+def returns_none(rollout):
+    return None
