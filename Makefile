@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export DS_BUILD_OPS ?= 0
 
-.PHONY: demo test test-slow install install-dev install-gpu clean
+.PHONY: demo test test-slow bench-gpu install install-dev install-gpu clean
 
 demo: $(VENV)/.installed-cpu
 	$(BIN)/rlvr train examples/tiny_arith_grpo.toml --output-dir $(RUN_DIR)
@@ -23,6 +23,10 @@ test: $(VENV)/.installed-dev
 
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/pytest -m "slow and not gpu"
+
+# On a GPU machine (after `make install-gpu`): the kernel benchmarks, naive vs fused vs Liger if installed.
+bench-gpu:
+	bash kernels/bench_gpu.sh
 
 install: $(VENV)/.installed-cpu
 install-dev: $(VENV)/.installed-dev

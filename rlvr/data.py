@@ -52,38 +52,40 @@ def load_splits(
 ) -> Splits:
     """RL, held-out and SFT samples; held-out prompts never occur in the other two.
 
-    SFT pairs of a reasoning-gym task are freshly generated; those of a file source are drawn from its
-    training rows (the file's answer is the SFT target).
+    The held-out set is drawn first, as a sample of the task's own distribution, and its prompts are
+    then removed from the training and SFT rows (so a small task space does not leave only the rare,
+    hard prompts for evaluation). SFT pairs of a reasoning-gym task are generated from their own seed;
+    those of a file source are drawn from its training rows (the file's answer is the SFT target).
     """
     read = dict(prompt_key=prompt_key, answer_key=answer_key, answer_format=answer_format)
     generated = source.startswith(RG_PREFIX)
+    kwargs = task_kwargs or {}
     if generated:
-        train = generate_task(source, train_size, seed, prompt_key, task_kwargs or {})
+        train = generate_task(source, train_size, seed, prompt_key, kwargs)
     else:
         train = load_file(source, **read)
-    if eval_source:
-        held_out = load_file(eval_source, **read) if not eval_source.startswith(RG_PREFIX) else generate_task(
-            eval_source, eval_size * 8, seed + _HELD_OUT_SEED_OFFSET, prompt_key, task_kwargs or {}
-        )
+    if eval_source.startswith(RG_PREFIX):
+        held_out = generate_task(eval_source, eval_size * 2, seed + _HELD_OUT_SEED_OFFSET, prompt_key, kwargs)
+    elif eval_source:
+        held_out = load_file(eval_source, **read)
     elif generated:
-        # Small task spaces repeat prompts; draw enough candidates that eval_size of them are unseen.
-        held_out = generate_task(source, eval_size * 8, seed + _HELD_OUT_SEED_OFFSET, prompt_key, task_kwargs or {})
+        held_out = generate_task(source, eval_size * 2, seed + _HELD_OUT_SEED_OFFSET, prompt_key, kwargs)
     else:
         rows = list(train)
         random.Random(seed).shuffle(rows)
         held_out, train = rows[:eval_size], rows[eval_size:]
-    if sft_size and generated:
-        sft = generate_task(source, sft_size, seed + _SFT_SEED_OFFSET, prompt_key, task_kwargs or {})
-    else:
-        sft = [train[i % len(train)] for i in range(sft_size)] if train else []
-    seen = {s.prompt for s in train} | {s.prompt for s in sft}
-    held_out = [s for s in held_out if s.prompt not in seen][:eval_size]
+    held_out = list({s.prompt: s for s in held_out}.values())[:eval_size]  # first occurrence of each prompt
     if len(held_out) < eval_size:
-        raise DataError(
-            f"only {len(held_out)} held-out prompts are disjoint from the training prompts (eval.size = {eval_size})"
-        )
+        raise DataError(f"only {len(held_out)} distinct held-out prompts available (eval.size = {eval_size})")
+    unseen = {s.prompt for s in held_out}
+    train = [s for s in train if s.prompt not in unseen]
     if not train:
-        raise DataError(f"data.source {source!r}: no training rows")
+        raise DataError(f"data.source {source!r}: no training rows left after removing the held-out prompts")
+    if sft_size and generated:
+        sft = generate_task(source, sft_size, seed + _SFT_SEED_OFFSET, prompt_key, kwargs)
+        sft = [s for s in sft if s.prompt not in unseen]
+    else:
+        sft = [train[i % len(train)] for i in range(sft_size)]
     return Splits(train=train, held_out=held_out, sft=sft)
 
 

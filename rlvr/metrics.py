@@ -30,13 +30,19 @@ class MetricsLogger:
         )
         self.progress.start()
         self.task = self.progress.add_task("RL", total=total_steps, info="")
+        self.done, self.total, self.description = 0, total_steps, "RL"
 
     def stage(self, description: str, total: int) -> None:
         """Reuse the bar for another stage (SFT, evaluation)."""
         self.progress.reset(self.task, total=total, description=description, info="")
+        self.done, self.total, self.description = 0, total, description
 
     def advance(self, info: str = "", steps: int = 1) -> None:
         self.progress.update(self.task, advance=steps, info=info)
+        before, self.done = self.done, self.done + steps
+        # Without a terminal (CI, `> log`) the bar is not drawn: print a line every tenth of the stage.
+        if not self.console.is_terminal and (before * 10 // max(self.total, 1)) != (self.done * 10 // max(self.total, 1)):
+            self.console.print(f"{self.description} {self.done}/{self.total} {info}", highlight=False)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": step, **{k: _plain(v) for k, v in sorted(metrics.items())}}
