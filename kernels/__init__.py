@@ -2,18 +2,33 @@
 
 Each module holds a plain-torch reference, Triton kernels, an autograd Function and one public
 function that runs Triton on CUDA tensors and a chunked torch path elsewhere (`backend=` overrides).
+The functions load on first use, so `rlvr.kernels.loss_config` (read by every config) needs no torch.
 """
 
-from rlvr.kernels.linear_logprobs import linear_logprobs, linear_logprobs_reference
-from rlvr.kernels.logits_logprobs import logits_logprobs, logits_logprobs_reference
-from rlvr.kernels.policy_loss import PolicyLossConfig, policy_loss, policy_loss_reference
+from __future__ import annotations
 
-__all__ = [
-    "PolicyLossConfig",
-    "linear_logprobs",
-    "linear_logprobs_reference",
-    "logits_logprobs",
-    "logits_logprobs_reference",
-    "policy_loss",
-    "policy_loss_reference",
-]
+import importlib
+from typing import Any
+
+from rlvr.kernels.loss_config import PolicyLossConfig
+
+# Public name -> module. The modules are named unlike the functions: importing a submodule binds its
+# name on the package, which would shadow a function of the same name.
+_HOME = {
+    "linear_logprobs": "fused_linear",
+    "linear_logprobs_reference": "fused_linear",
+    "logits_logprobs": "selective_log_softmax",
+    "logits_logprobs_reference": "selective_log_softmax",
+    "policy_loss": "clipped_loss",
+    "policy_loss_reference": "clipped_loss",
+}
+
+__all__ = ["PolicyLossConfig", *_HOME]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"rlvr.kernels.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rlvr.kernels' has no attribute {name!r}")

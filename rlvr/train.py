@@ -6,6 +6,7 @@ Naming: P prompts per step, G completions per prompt.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -19,11 +20,12 @@ from rlvr.checkpoint import write_json_atomic
 from rlvr.cluster import build_learner, build_rollout_workers, build_weight_sync, placement, ray_cluster
 from rlvr.config import Config, to_dict
 from rlvr.data import PromptStream, load_splits
-from rlvr.evaluate import correctness_label, evaluate, first_last_mean, generate_and_score
+from rlvr.evaluate import correctness_label, evaluate, first_last_mean
 from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
 from rlvr.models import TinyShape, resolve_model
 from rlvr.rollout import SamplingSpec
+from rlvr.sampling import DynamicSampling, OnePass, generate_and_score
 from rlvr.scoring import build_reward_service, reward_metrics
 
 SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
@@ -53,6 +55,11 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
         reward_service = build_reward_service(cfg.reward)
         ray.get([learner.ready.remote()] + [w.ready.remote() for w in workers])
         weight_sync = build_weight_sync(cfg, learner, workers)
+        draw = functools.partial(generate_and_score, workers, reward_service)
+        sampler = (
+            DynamicSampling(draw, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
+            if cfg.algo.dynamic_sampling else OnePass(draw)
+        )
         logger = MetricsLogger(out, total_steps=cfg.train.steps)
         try:
             if cfg.sft.steps:
@@ -67,13 +74,13 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
             rewards_per_step = []
             for step in range(cfg.train.steps):
                 step_start = time.perf_counter()
-                samples_P = next(prompts)
                 spec = SamplingSpec(cfg.algo.group_size, cfg.rollout.max_tokens, cfg.rollout.temperature,
                                     cfg.rollout.top_p, seed=cfg.rollout.seed * 100_003 + step)
-                scored_PG, times = generate_and_score(workers, reward_service, samples_P, spec)
+                sampled = sampler.sample(prompts, spec)
+                scored_PG, times = sampled.train_PG, sampled.times
                 rewards_P_G = torch.tensor([[s.reward for s in group] for group in scored_PG])
                 advantages_P_G = ADVANTAGES[cfg.algo.advantage](rewards_P_G)
-                batch = make_train_batch([s for g in scored_PG for s in g], advantages_P_G.flatten().tolist())
+                batch = make_train_batch(scored_PG, advantages_P_G.tolist())
                 train_start = time.perf_counter()
                 metrics = ray.get(learner.train_step.remote(batch))
                 train_s = time.perf_counter() - train_start
@@ -83,7 +90,8 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                     metrics |= evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
                 step_s = time.perf_counter() - step_start
-                metrics |= reward_metrics(scored_PG) | rollout_metrics(scored_PG) | {
+                metrics |= reward_metrics(sampled.all_PG) | rollout_metrics(sampled.all_PG) | {
+                    "sampling/rounds": sampled.rounds,
                     "timing/generate_s": times.generate_s, "timing/reward_s": times.reward_s,
                     "timing/train_s": train_s, "timing/sync_s": sync_s, "timing/step_s": step_s,
                 }

@@ -19,9 +19,9 @@ import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-lin = importlib.import_module("rlvr.kernels.linear_logprobs")
-lg = importlib.import_module("rlvr.kernels.logits_logprobs")
-pl = importlib.import_module("rlvr.kernels.policy_loss")
+lin = importlib.import_module("rlvr.kernels.fused_linear")
+lg = importlib.import_module("rlvr.kernels.selective_log_softmax")
+pl = importlib.import_module("rlvr.kernels.clipped_loss")
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 FLOATS = {"inv_temperature", "clip_lo", "clip_hi", "dual_c", "kl_coef", "ent_coef", "norm_length"}
 INPUT_DTYPE = {"h_ptr", "w_ptr", "dz_ptr", "logits_ptr", "grad_ptr"}

@@ -26,9 +26,10 @@ def batch():
     for i in range(6):
         sample = Sample(id=str(i), prompt="", answer="")
         completion = tuple(torch.randint(0, 250, (3 + i % 3,)).tolist())
-        rollout = Rollout(sample, "", "stop", completion, (-1.0,) * len(completion), (257, 20 + i, 258), 0)
+        rollout = Rollout(sample, "", "stop", completion, (-1.0,) * len(completion), (257, 20 + i // 2, 258), 0)
         rows.append(ScoredRollout(rollout, float(i % 2), {"t": TermResult(float(i % 2))}))
-    return make_train_batch(rows, [1.0 if r.reward else -1.0 for r in rows])
+    groups = [rows[i : i + 2] for i in range(0, len(rows), 2)]
+    return make_train_batch(groups, [[1.0 if r.reward else -1.0 for r in g] for g in groups])
 
 
 @pytest.mark.ray

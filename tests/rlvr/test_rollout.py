@@ -33,7 +33,8 @@ def learner(ray_cluster, tiny_model):
 
 
 def generate(worker, samples, spec):
-    return [ray.get(ref) for ref in worker.generate.options(num_returns="streaming").remote(samples, spec)]
+    steps = [ray.get(ref) for ref in worker.generate.options(num_returns="streaming").remote(samples, spec)]
+    return [group for step in steps for group in step]
 
 
 def test_groups_stream_out_with_token_level_data(worker):
@@ -65,8 +66,8 @@ def test_pushed_weights_make_vllm_agree_with_the_learner(worker, learner, tiny_m
     """Change the learner's weights by real optimizer steps, push them in place, compare outputs."""
     for version in (1, 2):
         groups = generate(worker, SAMPLES, SamplingSpec(n=2, max_tokens=6, seed=version))
-        scored = [ScoredRollout(r, float(i % 2), {"t": TermResult(float(i % 2))}) for g in groups for i, r in enumerate(g)]
-        batch = make_train_batch(scored, [1.0 if s.reward else -1.0 for s in scored])
+        scored = [[ScoredRollout(r, float(i % 2), {"t": TermResult(float(i % 2))}) for i, r in enumerate(g)] for g in groups]
+        batch = make_train_batch(scored, [[1.0 if s.reward else -1.0 for s in g] for g in scored])
         before = ray.get(learner.named_weights.remote())
         metrics = ray.get(learner.train_step.remote(batch))
         after = ray.get(learner.named_weights.remote())
@@ -77,12 +78,11 @@ def test_pushed_weights_make_vllm_agree_with_the_learner(worker, learner, tiny_m
         greedy = ray.get(worker.generate_greedy.remote(SAMPLES, 6))
         assert all(r.policy_version == version for r in greedy)
         # The learner's own greedy continuation and log-probs on the new weights.
-        scored = [ScoredRollout(r, 0.0, {}) for r in greedy]
-        learner_lp = ray.get(learner.logprobs.remote(make_train_batch(scored, [0.0] * len(scored))))
+        scored = [[ScoredRollout(r, 0.0, {})] for r in greedy]
+        learner_lp = ray.get(learner.logprobs.remote(make_train_batch(scored, [[0.0]] * len(scored))))
         for b, r in enumerate(greedy):
-            p = len(r.prompt_ids)
             vllm_lp = torch.tensor(r.sampler_logprobs)
-            assert torch.allclose(learner_lp[b, p - 1 : p - 1 + r.num_tokens], vllm_lp, atol=1e-4)
+            assert torch.allclose(learner_lp[b, : r.num_tokens], vllm_lp, atol=1e-4)
         # Greedy decoding with the learner's weights in plain transformers gives the same tokens.
         hf = AutoModelForCausalLM.from_pretrained(tiny_model)
         hf.load_state_dict(after, strict=False)  # tied lm_head: named_parameters lists the embedding once

@@ -15,6 +15,7 @@ REQUIRED = [
     "step", "reward/mean", "reward/std", "response_length/mean", "loss", "entropy", "kl",
     "logprob_diff/max", "logprob_diff/mean", "timing/generate_s", "timing/reward_s", "timing/train_s",
     "timing/sync_s", "timing/step_s", "throughput/tokens_per_s", "clip_frac/low", "clip_frac/high",
+    "sampling/rounds",
 ]
 
 
@@ -24,6 +25,7 @@ def run(ray_cluster, tiny_model, tmp_path_factory):
     cfg = load_config("examples/tiny_arith_grpo.toml", [
         f"model.path={tiny_model}", "sft.steps=40", "sft.batch_size=32", "train.steps=3", "eval.size=16",
         "data.batch_size=4", "algo.group_size=4", "data.train_size=500", "loss.kl_coef=0.01",
+        "algo.dynamic_sampling=true",
     ])
     summary = train(cfg, out)
     return out, summary

@@ -36,7 +36,7 @@ import triton.language as tl
 
 from rlvr.kernels import dispatch
 from rlvr.kernels.dispatch import Backend, no_autocast, use_triton
-from rlvr.kernels.logits_logprobs import (
+from rlvr.kernels.selective_log_softmax import (
     grad_coefficients,
     logit_grad,
     logits_logprobs_reference,

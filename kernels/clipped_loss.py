@@ -48,26 +48,7 @@ import triton
 import triton.language as tl
 
 from rlvr.kernels.dispatch import Backend, next_power_of_2, no_autocast, use_triton
-
-Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-KLEstimator = Literal["k1", "k2", "k3"]
-
-
-@dataclass(frozen=True)
-class PolicyLossConfig:
-    clip_low: float = 0.2  # ratio floor 1 - clip_low
-    clip_high: float = 0.2  # ratio ceiling 1 + clip_high (DAPO clip-higher: 0.28)
-    dual_clip: float | None = None  # dual-clip constant c > 1 for negative advantages (Ye et al. 2020)
-    ratio_level: Literal["token", "sequence"] = "token"  # "sequence" = GSPO
-    aggregation: Aggregation = "token-mean"
-    norm_length: int | None = None  # seq-mean-token-sum-norm divisor (Dr. GRPO); None: the batch's T
-    kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 disables the term
-    kl_estimator: KLEstimator = "k3"
-    entropy_coef: float = 0.0  # weight of the entropy bonus (subtracted from the loss); needs entropy
-
-
-AGGREGATIONS: tuple[Aggregation, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-KL_ESTIMATORS: tuple[KLEstimator, ...] = ("k1", "k2", "k3")
+from rlvr.kernels.loss_config import AGGREGATIONS, KL_ESTIMATORS, Aggregation, KLEstimator, PolicyLossConfig  # noqa: F401
 
 # Columns of the per-sequence statistics both implementations produce ([B, _NSTAT] fp32).
 _LOSS, _TOKENS, _LOW, _HIGH, _DUAL, _RATIO_SUM, _RATIO_MAX, _APPROX_KL, _KL, _ENT, _LOSS_PG, _LOSS_KL, _LOSS_ENT = range(13)

@@ -1,0 +1,109 @@
+"""The sampling stage of a step: prompts -> scored groups, streamed, optionally with dynamic sampling.
+
+    draw = functools.partial(generate_and_score, workers, reward_service)
+    sampler = OnePass(draw)                   # or DynamicSampling(draw, batch_size=16, max_rounds=4)
+    step = sampler.sample(prompts, spec)      # step.train_PG feeds the update, step.all_PG the metrics
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import ray
+
+from rlvr.data import PromptStream
+from rlvr.rollout import SamplingSpec
+from rlvr.types import Sample, ScoredRollout
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    generate_s: float  # first request to last group out of the engines
+    reward_s: float  # last group out to last score in (scoring overlaps generation before that)
+
+
+@dataclass(frozen=True)
+class StepSample:
+    train_PG: list[list[ScoredRollout]]  # the groups the update uses
+    all_PG: list[list[ScoredRollout]]  # every group generated this step, for the metrics
+    times: StageTimes
+    rounds: int
+
+
+def generate_and_score(workers, reward_service, samples_P: list[Sample], spec: SamplingSpec):
+    """Sample G completions per prompt on every engine; each group goes to scoring the moment it is done
+    (with the other groups its engine step finished), while generation continues.
+
+    Returns the scored groups in the order of `samples_P`, and the stage times.
+    """
+    start = time.perf_counter()
+    shards = [samples_P[i :: len(workers)] for i in range(len(workers))]
+    streams = [w.generate.options(num_returns="streaming").remote(s, spec) for w, s in zip(workers, shards) if s]
+    pending = []
+    while streams:
+        (ready,), _ = ray.wait(streams, num_returns=1)
+        try:
+            groups_ref = next(ready)
+        except StopIteration:
+            streams.remove(ready)
+            continue
+        pending.append(reward_service.score_groups.remote(groups_ref))
+    generated = time.perf_counter()
+    scored = [group for groups in ray.get(pending) for group in groups]
+    done = time.perf_counter()
+    position = {s.id: i for i, s in enumerate(samples_P)}
+    scored.sort(key=lambda group: position[group[0].rollout.sample.id])
+    return scored, StageTimes(generate_s=generated - start, reward_s=done - generated)
+
+
+Draw = Callable[[list[Sample], SamplingSpec], tuple[list[list[ScoredRollout]], StageTimes]]
+
+
+class Sampler(Protocol):
+    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample: ...
+
+
+class OnePass:
+    """One batch of prompts, every group trained on."""
+
+    def __init__(self, draw: Draw) -> None:
+        self.draw = draw
+
+    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample:
+        scored, times = self.draw(next(prompts), spec)
+        return StepSample(scored, scored, times, rounds=1)
+
+
+class DynamicSampling:
+    """DAPO's dynamic sampling (Yu et al. 2025, arXiv 2503.14476, Sec. 3.2 and Eq. 11).
+
+    A group whose rewards are all equal has zero group-relative advantage and adds nothing but noise
+    to the update, so groups are drawn batch after batch until `batch_size` of them have a reward
+    spread (0 < #correct < G in the paper), or `max_rounds` batches were drawn; then the update uses
+    the informative groups found (topped up with uninformative ones only if too few were found).
+    """
+
+    def __init__(self, draw: Draw, batch_size: int, max_rounds: int) -> None:
+        self.draw, self.batch_size, self.max_rounds = draw, batch_size, max_rounds
+
+    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample:
+        informative, flat, drawn = [], [], []
+        generate_s = reward_s = 0.0
+        for round_ in range(1, self.max_rounds + 1):
+            seeded = SamplingSpec(spec.n, spec.max_tokens, spec.temperature, spec.top_p, seed=spec.seed * 31 + round_)
+            scored, times = self.draw(next(prompts), seeded)
+            generate_s, reward_s = generate_s + times.generate_s, reward_s + times.reward_s
+            drawn += scored
+            for group in scored:
+                (informative if has_spread(group) else flat).append(group)
+            if len(informative) >= self.batch_size:
+                break
+        train = (informative + flat)[: self.batch_size]
+        return StepSample(train, drawn, StageTimes(generate_s, reward_s), rounds=round_)
+
+
+def has_spread(group: list[ScoredRollout]) -> bool:
+    return len({s.reward for s in group if s.ok}) > 1
