@@ -33,5 +33,6 @@ def reasoning_gym_score(rollout: Rollout) -> float:
     dataset = sample.metadata.get("source_dataset")
     if not dataset:
         raise ValueError(f"sample {sample.id!r} has no metadata['source_dataset'] to pick a reasoning-gym scorer")
-    entry: dict[str, Any] = {"question": sample.prompt, "answer": sample.answer, "metadata": dict(sample.metadata)}
+    question = sample.metadata.get("question", sample.prompt)  # the task's own wording, if the prompt was reworded
+    entry: dict[str, Any] = {"question": question, "answer": sample.answer, "metadata": dict(sample.metadata)}
     return float(_score_fn(dataset)(answer=answer_text(rollout.completion).strip(), entry=entry))

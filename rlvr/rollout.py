@@ -62,17 +62,15 @@ class RolloutWorker:
 
             vllm_cpu.configure_environment(cpu_kv_cache_gb)
             vllm_cpu.keep_linear_weights()
+            kwargs = vllm_cpu.engine_kwargs()
+        else:
+            kwargs = dict(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization)
         from vllm import LLM
 
-        kwargs: dict = {}
         if max_num_seqs:
             kwargs["max_num_seqs"] = max_num_seqs
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max_num_batched_tokens
-        if self.on_cpu:
-            kwargs["distributed_executor_backend"] = "uni"
-        else:
-            kwargs.update(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization)
         if nccl_weight_transfer:
             from vllm.config import WeightTransferConfig
 

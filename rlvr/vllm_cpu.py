@@ -10,7 +10,13 @@
    log-probs then differ from the new weights by up to ~20 nats). We keep the live weights
    (`remove_weight=False`) and re-pack them after each update, so generation keeps the fast kernels.
 
-tests/rlvr/test_vllm_cpu.py fails loudly if a vLLM upgrade changes either behaviour.
+3. Seeded sampling. A seeded request whose prompt is prefilled in chunks crashes the CPU model runner
+   ("CPU Generator does not use offset": it rewinds the request's torch.Generator for the discarded
+   token of a partial prefill, which CPU generators cannot do). Chunked prefill is therefore off: a step
+   admits only whole prompts that fit its token budget.
+
+tests/rlvr/test_vllm_cpu.py fails loudly if a vLLM upgrade changes the behaviour behind 2, and
+tests/rlvr/test_rollout.py covers 3 with more prompt tokens than one step's budget.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ def configure_environment(kv_cache_gb: float) -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     # Without this vLLM reserves a core for itself and halves a 2-core machine.
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
+def engine_kwargs() -> dict:
+    """Arguments for `vllm.LLM` on CPU: the in-process executor, and no chunked prefill (see 3 above)."""
+    return {"distributed_executor_backend": "uni", "enable_chunked_prefill": False}
 
 
 def keep_linear_weights() -> None:

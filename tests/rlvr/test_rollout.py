@@ -18,7 +18,8 @@ SAMPLES = [Sample(id=str(i), prompt=f"{i} + {i + 1} =", answer=str(2 * i + 1)) f
 
 @pytest.fixture(scope="module")
 def worker(ray_cluster, tiny_model):
-    handle = RolloutWorker.remote(tiny_model, max_model_len=64, prompt_template="{prompt}")
+    # A small per-step token budget, so that batches of prompts exceed it (rlvr/vllm_cpu.py, point 3).
+    handle = RolloutWorker.remote(tiny_model, max_model_len=64, max_num_batched_tokens=64, prompt_template="{prompt}")
     ray.get(handle.ready.remote())
     yield handle
     ray.kill(handle)
@@ -47,6 +48,12 @@ def test_groups_stream_out_with_token_level_data(worker):
             assert all(lp <= 0 for lp in r.sampler_logprobs)
             assert r.finish_reason == ("length" if r.num_tokens == 6 else "stop")
             assert r.prompt_ids[-1] == 258  # <|assistant|>: the chat template was applied
+
+
+def test_seeded_sampling_of_more_prompt_tokens_than_a_step_holds(worker):
+    many = [Sample(id=str(i), prompt=f"{i} + {i} + {i} =", answer="") for i in range(40)]  # ~600 prompt tokens
+    groups = generate(worker, many, SamplingSpec(n=4, max_tokens=4, seed=3))
+    assert len(groups) == 40 and all(len(g) == 4 for g in groups)
 
 
 def test_sampling_is_reproducible_with_a_seed(worker):
