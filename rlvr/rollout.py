@@ -56,6 +56,8 @@ class RolloutWorker:
         system_prompt: str = "",
         seed: int = 0,
     ) -> None:
+        # vLLM logs a line per weight sync at INFO, burying the driver's progress (VLLM_LOGGING_LEVEL=INFO restores it).
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         self.on_cpu = tensor_parallel == 0
         if self.on_cpu:
             from rlvr import vllm_cpu

@@ -7,7 +7,6 @@ Naming: P prompts per step, G completions per prompt.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -134,6 +133,5 @@ def cold_start(cfg: Config, learner, samples, logger: MetricsLogger) -> dict:
         n = min(SFT_CHUNK, s.steps - done)
         metrics = ray.get(learner.sft_steps.remote(n))
         logger.advance(f"loss {metrics['sft/loss']:.3f}", steps=n)
-    with (Path(logger.path).parent / "sft.json").open("w") as f:
-        json.dump(metrics, f)
+    write_json_atomic(Path(logger.path).parent / "sft.json", metrics)
     return {"sft/final_loss": metrics.get("sft/loss"), "sft/wall_s": time.perf_counter() - start}
