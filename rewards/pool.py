@@ -38,10 +38,11 @@ from concurrent.futures import Future
 from typing import Any
 
 from rlvr.rewards.protocol import RewardResult
-from rlvr.types import Rollout, TermResult
+from rlvr.types import Rollout
 
-# (status, value, parts, error) as sent back by a worker for each call.
-Outcome = tuple[str, float, dict[str, float], str]
+# (status, value, parts, error, seconds) as sent back by a worker for each call; seconds is the call's
+# wall time (for a timeout or crash: from its start until the parent gave up on it).
+Outcome = tuple[str, float, dict[str, float], str, float]
 
 _STARTUP_FAILURES_BEFORE_GIVING_UP = 3  # a worker that cannot even import its rewards will not next time either
 _KILL_JOIN_S = 1.0
@@ -76,6 +77,7 @@ def _module_of(fn: Any) -> str:
 
 def run_call(fn: Callable[[Rollout], Any], rollout: Rollout) -> Outcome:
     """Run one reward call in this process and turn whatever happens into an outcome."""
+    start = time.perf_counter()
     try:
         out = fn(rollout)
         if inspect.isawaitable(out):
@@ -88,9 +90,9 @@ def run_call(fn: Callable[[Rollout], Any], rollout: Rollout) -> Outcome:
             value, parts = float(out), {}
         if math.isnan(value):
             raise ValueError("reward returned NaN")
-        return ("ok", value, parts, "")
+        return ("ok", value, parts, "", time.perf_counter() - start)
     except BaseException as e:  # noqa: BLE001 - SystemExit from a plugin is an error too, never a dead worker
-        return ("error", math.nan, {}, _first_line(e))
+        return ("error", math.nan, {}, _first_line(e), time.perf_counter() - start)
 
 
 async def _awaited(awaitable: Any) -> Any:
@@ -317,7 +319,7 @@ class DeadlinePool:
             culprit = worker.running()
             batch, index, _, _ = worker.inflight[culprit]
             del worker.inflight[culprit]
-            self._resolve(batch, index, (status, math.nan, {}, error))
+            self._resolve(batch, index, (status, math.nan, {}, error, time.monotonic() - worker.call_started()))
             with self._lock:
                 self._queue.extendleft(reversed(worker.inflight))
         self._workers.remove(worker)
@@ -340,7 +342,7 @@ class DeadlinePool:
             pending.extend(worker.inflight)
             worker.inflight.clear()
         for batch, index, _, _ in pending:
-            self._resolve(batch, index, ("error", math.nan, {}, reason))
+            self._resolve(batch, index, ("error", math.nan, {}, reason, 0.0))
 
     @staticmethod
     def _resolve(batch: _Batch, index: int, outcome: Outcome) -> None:
@@ -362,8 +364,3 @@ class DeadlinePool:
                 worker.process.join(_KILL_JOIN_S)
             worker.conn.close()
         self._fail_everything("reward pool is closed")
-
-
-def outcome_to_term(outcome: Outcome) -> TermResult:
-    status, value, _, error = outcome
-    return TermResult(value=value, status=status, error=error)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ import dataclasses
 import math
 import statistics
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -132,8 +133,8 @@ class Scorer:
         terms_G: list[dict[str, TermResult]] = [{} for _ in rollouts_G]
         for i in range(len(rollouts_G)):
             for t, term in enumerate(self._per_rollout):
-                status, value, parts, error = outcomes[i * n + t]
-                terms_G[i][term.label] = TermResult(value, status, error)  # type: ignore[arg-type]
+                status, value, parts, error, seconds = outcomes[i * n + t]
+                terms_G[i][term.label] = TermResult(value, status, error, seconds)  # type: ignore[arg-type]
                 for part, part_value in parts.items():
                     terms_G[i][f"{term.label}/{part}"] = TermResult(part_value)
         if self._group:
@@ -156,17 +157,20 @@ def _slim(rollout: Rollout) -> Rollout:
 
 
 def _shape(term: Term, rollouts_G: Sequence[Rollout], correct_G: list[float], correctness: str) -> list[TermResult]:
+    start = time.perf_counter()
     try:
         values_G = [float(v) for v in term.fn(rollouts_G, correct_G)]
         if len(values_G) != len(rollouts_G):
             raise ValueError(f"returned {len(values_G)} values for a group of {len(rollouts_G)}")
     except Exception as e:  # a group shaper's bug fails its term for the group, loudly, not the service
-        return [TermResult(math.nan, "error", f"{type(e).__name__}: {e}")] * len(rollouts_G)
+        error = f"{type(e).__name__}: {e}"
+        return [TermResult(math.nan, "error", error, time.perf_counter() - start)] * len(rollouts_G)
+    seconds = time.perf_counter() - start  # one call for the whole group
     return [
-        TermResult(v)
+        TermResult(v, seconds=seconds)
         if not math.isnan(v)
         else TermResult(math.nan, "error", f"no value: correctness term {correctness!r} failed" if math.isnan(c)
-                        else "group shaper returned NaN")
+                        else "group shaper returned NaN", seconds)
         for v, c in zip(values_G, correct_G)
     ]
 
@@ -209,7 +213,11 @@ def reward_metrics(scored_PG: Sequence[Sequence[ScoredRollout]]) -> dict[str, fl
         values = [r.value for r in results if r.status == "ok"]
         metrics[f"reward/{label}/mean"] = statistics.fmean(values) if values else math.nan
         if "/" in label:
-            continue  # a sub-term of a reward: its failures are its parent's
+            continue  # a sub-term of a reward: its failures and time are its parent's
+        seconds = [r.seconds for r in results]
+        # Per-call time in the worker: which term is slow, and whether one call nears reward.timeout_s.
+        metrics[f"reward/{label}/call_s_mean"] = statistics.fmean(seconds)
+        metrics[f"reward/{label}/call_s_max"] = max(seconds)
         for status, key in (("timeout", "timeouts"), ("error", "errors"), ("crash", "crashes")):
             metrics[f"reward/{label}/{key}"] = float(sum(r.status == status for r in results))
     return metrics

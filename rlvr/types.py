@@ -52,6 +52,7 @@ class TermResult:
     value: float
     status: TermStatus = "ok"
     error: str = ""  # first line of the exception or the reason for a timeout/crash
+    seconds: float = 0.0  # wall time of the call in its worker process
 
 
 @dataclass(frozen=True)

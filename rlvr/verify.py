@@ -135,8 +135,8 @@ def main(argv: list[str]) -> int:
 
 
 def _in_process(fn: Any, rollout: Rollout) -> tuple[TermResult, dict[str, float]]:
-    status, value, parts, error = run_call(fn, rollout)
-    return TermResult(value, status, error), parts  # type: ignore[arg-type]
+    status, value, parts, error, seconds = run_call(fn, rollout)
+    return TermResult(value, status, error, seconds), parts  # type: ignore[arg-type]
 
 
 def _term_and_parts(terms: Mapping[str, TermResult], label: str) -> tuple[TermResult, dict[str, float]]:

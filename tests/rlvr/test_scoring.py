@@ -80,7 +80,21 @@ def test_sympy_hang_times_out_within_deadline_and_service_keeps_serving():
         again = scorer.score_group([rollout(r"\boxed{5}")] * 4)  # the killed worker was replaced
         assert [s.reward for s in again] == [1.0] * 4
         assert scorer.stats()["timeouts"] == 1 and scorer.stats()["workers_replaced"] == 1
-    assert reward_metrics([scored])["reward/math/timeouts"] == 1
+    metrics = reward_metrics([scored])
+    assert metrics["reward/math/timeouts"] == 1
+    assert timeout_s <= metrics["reward/math/call_s_max"] < timeout_s + 1.0  # the killed call's time is counted
+
+
+def test_each_call_reports_its_time_so_slow_terms_show_in_metrics():
+    with Scorer(terms("reward_plugins:sleeps", "reward_plugins:length"), workers=2) as scorer:
+        warm_up = scorer.score_group([rollout("0")])
+        scored = scorer.score_group([rollout("0.3"), rollout("0.1")])
+    assert warm_up[0].terms["sleeps"].seconds < 0.1
+    assert [round(s.terms["sleeps"].seconds, 1) for s in scored] == [0.3, 0.1]
+    metrics = reward_metrics([scored])
+    assert metrics["reward/sleeps/call_s_max"] == pytest.approx(0.3, abs=0.05)
+    assert metrics["reward/sleeps/call_s_mean"] == pytest.approx(0.2, abs=0.05)
+    assert metrics["reward/length/call_s_max"] < 0.05
 
 
 def test_the_hanging_call_is_the_one_marked_inside_a_chunk():
