@@ -28,6 +28,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import resource
 import signal
 import sys
 import threading
@@ -99,8 +100,15 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, fns_blob: bytes, progress: Any) -> None:
+def _worker_main(
+    conn: multiprocessing.connection.Connection, fns_blob: bytes, progress: Any, memory_mb: int = 0
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
+    if memory_mb:
+        # A runaway sympy expansion then raises MemoryError inside its call (status `error`) instead of
+        # swapping the node or drawing the OOM killer onto the learner.
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, hard))
     try:
         fns = pickle.loads(fns_blob)
     except BaseException as e:  # noqa: BLE001
@@ -162,10 +170,17 @@ class DeadlinePool:
     """
 
     def __init__(
-        self, fns: Sequence[Callable[[Rollout], Any]], *, workers: int, timeout_s: float, max_chunk: int = 64
+        self,
+        fns: Sequence[Callable[[Rollout], Any]],
+        *,
+        workers: int,
+        timeout_s: float,
+        max_chunk: int = 64,
+        memory_mb: int = 0,
     ) -> None:
-        if workers < 1 or timeout_s <= 0:
-            raise ValueError(f"need workers >= 1 and timeout_s > 0 (got {workers}, {timeout_s})")
+        if workers < 1 or timeout_s <= 0 or memory_mb < 0:
+            raise ValueError(f"need workers >= 1, timeout_s > 0 and memory_mb >= 0 (got {workers}, {timeout_s}, "
+                             f"{memory_mb})")
         try:
             self._fns_blob = pickle.dumps(tuple(fns))
         except Exception as e:
@@ -173,6 +188,7 @@ class DeadlinePool:
                             f"or frozen dataclasses, not closures or lambdas): {_first_line(e)}") from None
         self.timeout_s = timeout_s
         self._max_chunk = max_chunk
+        self._memory_mb = memory_mb
         # fork is unsafe in a threaded (Ray) process. A fork server is a clean single-threaded process
         # that imports the rewards' modules once and forks workers from there: a replacement for a
         # killed worker is ready in milliseconds instead of re-importing sympy for a second or more.
@@ -231,7 +247,8 @@ class DeadlinePool:
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
         progress = self._ctx.RawArray("d", 2)  # shared memory: no message per call, no lock
-        process = self._ctx.Process(target=_worker_main, args=(child, self._fns_blob, progress), daemon=True)
+        process = self._ctx.Process(target=_worker_main, args=(child, self._fns_blob, progress, self._memory_mb),
+                                    daemon=True)
         with _main_module_hidden():
             process.start()
         child.close()  # keep only the parent's end, so a dead worker reads as EOF

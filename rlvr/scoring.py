@@ -72,6 +72,7 @@ class Scorer:
         timeout_s: float = 10.0,
         correctness: str = "",
         max_chunk: int = 64,
+        memory_mb: int = 0,
     ) -> None:
         self.terms = build_terms(terms)
         self._per_rollout = [t for t in self.terms if not t.group]
@@ -81,7 +82,7 @@ class Scorer:
         if self._group and self.correctness not in labels:
             raise ValueError(f"correctness term {self.correctness!r} is not a per-rollout term (have {labels})")
         self._pool = DeadlinePool([t.fn for t in self._per_rollout], workers=workers, timeout_s=timeout_s,
-                                  max_chunk=max_chunk)
+                                  max_chunk=max_chunk, memory_mb=memory_mb)
         self._group_lock = threading.Lock()
 
     def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
@@ -236,9 +237,15 @@ class RewardService:
     """The Scorer as a Ray actor. Async, so many groups are scored concurrently as they arrive."""
 
     def __init__(
-        self, terms: Sequence[RewardTermConfig], workers: int = 2, timeout_s: float = 10.0, correctness: str = ""
+        self,
+        terms: Sequence[RewardTermConfig],
+        workers: int = 2,
+        timeout_s: float = 10.0,
+        correctness: str = "",
+        memory_mb: int = 0,
     ) -> None:
-        self._scorer = Scorer(terms, workers=workers, timeout_s=timeout_s, correctness=correctness)
+        self._scorer = Scorer(terms, workers=workers, timeout_s=timeout_s, correctness=correctness,
+                              memory_mb=memory_mb)
 
     async def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
         return await self._scorer.score_group_async(rollouts_G)
@@ -258,4 +265,4 @@ def build_reward_service(cfg: RewardConfig, **ray_options: Any) -> Any:
     """A RewardService actor handle built from the reward config (ray_options: e.g. name, num_cpus)."""
     service = RewardService.options(**ray_options) if ray_options else RewardService
     return service.remote(terms=cfg.terms, workers=cfg.workers, timeout_s=cfg.timeout_s,
-                          correctness=cfg.correctness)
+                          correctness=cfg.correctness, memory_mb=cfg.worker_memory_mb)

@@ -37,3 +37,7 @@ def with_parts(rollout) -> RewardResult:
 
 def returns_none(rollout):
     return None
+
+
+def allocates(rollout) -> float:
+    return float(len(bytearray(int(rollout.completion) * 2**20)) > 0)  # completion: MiB to allocate

@@ -97,6 +97,14 @@ def test_each_call_reports_its_time_so_slow_terms_show_in_metrics():
     assert metrics["reward/length/call_s_max"] < 0.05
 
 
+def test_memory_limit_turns_a_runaway_allocation_into_an_error_and_the_worker_goes_on():
+    with Scorer(terms("reward_plugins:allocates"), workers=1, memory_mb=1024) as scorer:
+        scored = scorer.score_group([rollout("16"), rollout("4096"), rollout("16")])
+        assert [s.terms["allocates"].status for s in scored] == ["ok", "error", "ok"]
+        assert scored[1].terms["allocates"].error.startswith("MemoryError")
+        assert scorer.stats()["crashes"] == 0 and scorer.stats()["workers_replaced"] == 0
+
+
 def test_the_hanging_call_is_the_one_marked_inside_a_chunk():
     with Scorer(terms("math"), workers=1, timeout_s=1.0) as scorer:  # one worker: the group is one chunk
         warm(scorer)
