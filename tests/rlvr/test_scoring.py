@@ -90,10 +90,11 @@ def test_each_call_reports_its_time_so_slow_terms_show_in_metrics():
         warm_up = scorer.score_group([rollout("0")])
         scored = scorer.score_group([rollout("0.3"), rollout("0.1")])
     assert warm_up[0].terms["sleeps"].seconds < 0.1
-    assert [round(s.terms["sleeps"].seconds, 1) for s in scored] == [0.3, 0.1]
+    slow, fast = (s.terms["sleeps"].seconds for s in scored)
+    assert 0.3 <= slow < 0.4 and 0.1 <= fast < 0.2  # a sleep never ends early; allow a loaded machine's lag
     metrics = reward_metrics([scored])
-    assert metrics["reward/sleeps/call_s_max"] == pytest.approx(0.3, abs=0.05)
-    assert metrics["reward/sleeps/call_s_mean"] == pytest.approx(0.2, abs=0.05)
+    assert metrics["reward/sleeps/call_s_max"] == slow
+    assert metrics["reward/sleeps/call_s_mean"] == pytest.approx((slow + fast) / 2)
     assert metrics["reward/length/call_s_max"] < 0.05
 
 
