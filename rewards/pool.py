@@ -14,6 +14,10 @@ fresh worker is forked. A worker that dies by itself (a plugin calling `os._exit
 killer) marks its running call `crash` and is replaced the same way. An exception inside a call is
 `error`. No signals are used, so callers may be any thread or event loop. Because a finished call
 can run again after its worker is killed, rewards must be free of side effects.
+
+Optionally each worker is held to an address-space limit (`memory_mb`: a runaway allocation becomes a
+`MemoryError` in its call) and replaced when idle after `recycle_after` calls (what its rewards cached
+goes with it).
 """
 
 from __future__ import annotations
@@ -153,6 +157,7 @@ class _Worker:
     inflight: collections.deque = dataclasses.field(default_factory=collections.deque)
     sent: float = 0.0  # when the current chunk was sent
     delivered: int = 0  # results of the current chunk received so far
+    calls: int = 0  # results received over its life
 
     def call_started(self) -> float:
         return max(self.progress[1], self.sent)  # before the worker picks the chunk up: the send time
@@ -177,10 +182,11 @@ class DeadlinePool:
         timeout_s: float,
         max_chunk: int = 64,
         memory_mb: int = 0,
+        recycle_after: int = 0,
     ) -> None:
-        if workers < 1 or timeout_s <= 0 or memory_mb < 0:
-            raise ValueError(f"need workers >= 1, timeout_s > 0 and memory_mb >= 0 (got {workers}, {timeout_s}, "
-                             f"{memory_mb})")
+        if workers < 1 or timeout_s <= 0 or memory_mb < 0 or recycle_after < 0:
+            raise ValueError(f"need workers >= 1, timeout_s > 0, memory_mb >= 0 and recycle_after >= 0 "
+                             f"(got {workers}, {timeout_s}, {memory_mb}, {recycle_after})")
         try:
             self._fns_blob = pickle.dumps(tuple(fns))
         except Exception as e:
@@ -189,6 +195,7 @@ class DeadlinePool:
         self.timeout_s = timeout_s
         self._max_chunk = max_chunk
         self._memory_mb = memory_mb
+        self._recycle_after = recycle_after
         # fork is unsafe in a threaded (Ray) process. A fork server is a clean single-threaded process
         # that imports the rewards' modules once and forks workers from there: a replacement for a
         # killed worker is ready in milliseconds instead of re-importing sympy for a second or more.
@@ -203,7 +210,7 @@ class DeadlinePool:
         self._broken = ""  # set when workers cannot start at all
         self._startup_failures = 0
         self._all_ready = threading.Event()
-        self.stats = {"workers_started": 0, "workers_replaced": 0, "timeouts": 0, "crashes": 0}
+        self.stats = {"workers_started": 0, "workers_replaced": 0, "workers_recycled": 0, "timeouts": 0, "crashes": 0}
         self._workers = [self._spawn() for _ in range(workers)]
         self._thread = threading.Thread(target=self._supervise, name="reward-pool", daemon=True)
         self._thread.start()
@@ -313,6 +320,10 @@ class DeadlinePool:
                     batch, index, _, _ = worker.inflight.popleft()
                     self._resolve(batch, index, outcome)
                 worker.delivered += len(msg)
+                worker.calls += len(msg)
+                if self._recycle_after and worker.calls >= self._recycle_after and not worker.inflight:
+                    self._recycle(worker)
+                    return
             elif msg[0] == "ready":
                 worker.ready = True
                 self._startup_failures = 0
@@ -329,9 +340,7 @@ class DeadlinePool:
 
         Calls of the chunk that finished but whose results were not sent yet run again elsewhere.
         """
-        worker.process.kill()
-        worker.process.join(_KILL_JOIN_S)
-        worker.conn.close()
+        self._kill(worker)
         if worker.inflight:
             culprit = worker.running()
             batch, index, _, _ = worker.inflight[culprit]
@@ -349,6 +358,21 @@ class DeadlinePool:
         self.stats["workers_replaced"] += 1
         self._all_ready.clear()
         self._workers.append(self._spawn())
+
+    def _recycle(self, worker: _Worker) -> None:
+        """Replace an idle worker that has served `recycle_after` calls, and with it whatever its rewards
+        accumulated (sympy's caches grow for as long as a process lives)."""
+        self._kill(worker)
+        self._workers.remove(worker)
+        self.stats["workers_recycled"] += 1
+        self._all_ready.clear()
+        self._workers.append(self._spawn())
+
+    @staticmethod
+    def _kill(worker: _Worker) -> None:
+        worker.process.kill()
+        worker.process.join(_KILL_JOIN_S)
+        worker.conn.close()
 
     def _fail_everything(self, reason: str) -> None:
         with self._lock:

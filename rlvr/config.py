@@ -95,6 +95,7 @@ class RewardConfig:
     workers: int = 2  # scoring processes
     timeout_s: float = 10.0  # hard wall-clock deadline per call; a stuck call's process is killed
     worker_memory_mb: int = 4096  # address-space limit per scoring process (MemoryError -> `error`); 0: none
+    recycle_after: int = 0  # replace a scoring process after this many calls (sympy's caches only grow); 0: never
     correctness: str = ""  # label of the term group shapers see as correctness; empty: the first per-rollout term
 
 

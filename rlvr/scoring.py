@@ -73,6 +73,7 @@ class Scorer:
         correctness: str = "",
         max_chunk: int = 64,
         memory_mb: int = 0,
+        recycle_after: int = 0,
     ) -> None:
         self.terms = build_terms(terms)
         self._per_rollout = [t for t in self.terms if not t.group]
@@ -82,7 +83,7 @@ class Scorer:
         if self._group and self.correctness not in labels:
             raise ValueError(f"correctness term {self.correctness!r} is not a per-rollout term (have {labels})")
         self._pool = DeadlinePool([t.fn for t in self._per_rollout], workers=workers, timeout_s=timeout_s,
-                                  max_chunk=max_chunk, memory_mb=memory_mb)
+                                  max_chunk=max_chunk, memory_mb=memory_mb, recycle_after=recycle_after)
         self._group_lock = threading.Lock()
 
     def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
@@ -113,7 +114,7 @@ class Scorer:
         return self._pool.wait_ready(timeout_s)
 
     def stats(self) -> dict[str, int]:
-        """Pool counters: workers_started, workers_replaced, timeouts, crashes."""
+        """Pool counters: workers_started, workers_replaced, workers_recycled, timeouts, crashes."""
         return dict(self._pool.stats)
 
     def close(self) -> None:
@@ -243,9 +244,10 @@ class RewardService:
         timeout_s: float = 10.0,
         correctness: str = "",
         memory_mb: int = 0,
+        recycle_after: int = 0,
     ) -> None:
         self._scorer = Scorer(terms, workers=workers, timeout_s=timeout_s, correctness=correctness,
-                              memory_mb=memory_mb)
+                              memory_mb=memory_mb, recycle_after=recycle_after)
 
     async def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
         return await self._scorer.score_group_async(rollouts_G)
@@ -265,4 +267,5 @@ def build_reward_service(cfg: RewardConfig, **ray_options: Any) -> Any:
     """A RewardService actor handle built from the reward config (ray_options: e.g. name, num_cpus)."""
     service = RewardService.options(**ray_options) if ray_options else RewardService
     return service.remote(terms=cfg.terms, workers=cfg.workers, timeout_s=cfg.timeout_s,
-                          correctness=cfg.correctness, memory_mb=cfg.worker_memory_mb)
+                          correctness=cfg.correctness, memory_mb=cfg.worker_memory_mb,
+                          recycle_after=cfg.recycle_after)

@@ -41,3 +41,7 @@ def returns_none(rollout):
 
 def allocates(rollout) -> float:
     return float(len(bytearray(int(rollout.completion) * 2**20)) > 0)  # completion: MiB to allocate
+
+
+def pid(rollout) -> float:
+    return float(os.getpid())  # which worker process scored the call

@@ -106,6 +106,14 @@ def test_memory_limit_turns_a_runaway_allocation_into_an_error_and_the_worker_go
         assert scorer.stats()["crashes"] == 0 and scorer.stats()["workers_replaced"] == 0
 
 
+def test_workers_are_recycled_after_their_calls_and_nothing_is_lost():
+    with Scorer(terms("reward_plugins:pid"), workers=1, recycle_after=4) as scorer:
+        first = {s.reward for s in scorer.score_group([rollout("a")] * 4)}
+        second = [s for s in scorer.score_group([rollout("b")] * 3) if s.ok]
+        assert len(first) == 1 and len(second) == 3 and {s.reward for s in second}.isdisjoint(first)
+        assert scorer.stats()["workers_recycled"] == 1 and scorer.stats()["workers_replaced"] == 0
+
+
 def test_the_hanging_call_is_the_one_marked_inside_a_chunk():
     with Scorer(terms("math"), workers=1, timeout_s=1.0) as scorer:  # one worker: the group is one chunk
         warm(scorer)
