@@ -69,7 +69,9 @@ def test_updates_follow_the_advantage_and_report_mismatch(tiny_model):
     change = ((after - before) * mask).sum(1)
     up = batch.advantages_B > 0
     assert (change[up] > 0).all() and (change[~up] < 0).all()
-    assert metrics["kl"] > 0 and "clip_frac/high" in metrics and metrics["grad_norm"] > 0
+    assert metrics["kl"] > 0 and metrics["grad_norm"] > 0
+    # later minibatches are off-policy after the first steps: the clipped loss (kernels/clipped_loss.py) clips some
+    assert metrics["clip_frac/high"] + metrics["clip_frac/low"] > 0, metrics
 
 
 def test_sft_learns_the_answers(tiny_model):
