@@ -86,6 +86,11 @@ class Scorer:
                                   max_chunk=max_chunk, memory_mb=memory_mb, recycle_after=recycle_after)
         self._group_lock = threading.Lock()
 
+    @classmethod
+    def from_config(cls, cfg: RewardConfig) -> Scorer:
+        return cls(cfg.terms, workers=cfg.workers, timeout_s=cfg.timeout_s, correctness=cfg.correctness,
+                   memory_mb=cfg.worker_memory_mb, recycle_after=cfg.recycle_after)
+
     def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
         return self._finish(rollouts_G, self._submit(rollouts_G).result())
 
@@ -237,17 +242,8 @@ def _first_failure(flat: Sequence[ScoredRollout]) -> str:
 class RewardService:
     """The Scorer as a Ray actor. Async, so many groups are scored concurrently as they arrive."""
 
-    def __init__(
-        self,
-        terms: Sequence[RewardTermConfig],
-        workers: int = 2,
-        timeout_s: float = 10.0,
-        correctness: str = "",
-        memory_mb: int = 0,
-        recycle_after: int = 0,
-    ) -> None:
-        self._scorer = Scorer(terms, workers=workers, timeout_s=timeout_s, correctness=correctness,
-                              memory_mb=memory_mb, recycle_after=recycle_after)
+    def __init__(self, cfg: RewardConfig) -> None:
+        self._scorer = Scorer.from_config(cfg)
 
     async def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
         return await self._scorer.score_group_async(rollouts_G)
@@ -266,6 +262,4 @@ class RewardService:
 def build_reward_service(cfg: RewardConfig, **ray_options: Any) -> Any:
     """A RewardService actor handle built from the reward config (ray_options: e.g. name, num_cpus)."""
     service = RewardService.options(**ray_options) if ray_options else RewardService
-    return service.remote(terms=cfg.terms, workers=cfg.workers, timeout_s=cfg.timeout_s,
-                          correctness=cfg.correctness, memory_mb=cfg.worker_memory_mb,
-                          recycle_after=cfg.recycle_after)
+    return service.remote(cfg)
