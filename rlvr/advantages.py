@@ -1,60 +1,120 @@
-"""Group-relative advantage estimators: pure, vectorised functions of the rewards of a step.
+"""Advantage estimators: pure, vectorised functions of the rewards of a step, in one table.
+
+    advantages_P_G = group_advantages(rewards_P_G, "grpo", norm="auto")
+    advantages_B_T, returns_B_T = gae(rewards_B_T, values_B_T, mask_B_T, gamma=1.0, lam=1.0)
 
 Input `rewards_P_G`: P prompts x G completions; NaN marks a rollout whose reward failed. Such entries get
-advantage 0 and are left out of their group's statistics (and masked out of the loss by the caller).
+advantage 0 and are left out of every statistic (and masked out of the loss by the caller).
+
+Each outcome estimator is a baseline and a scale, and `ESTIMATORS` names the pairs of the papers:
+
+  name                    baseline b_i                 scale (advantage_norm "auto")
+  grpo                    group mean                   group std      Shao et al. 2024 (DeepSeekMath) Sec. 4.1.2
+  dr_grpo                 group mean                   none           Liu et al. 2025 (Dr. GRPO) Sec. 3.2
+  rloo                    mean of the other G-1        none           Ahmadian et al. 2024, eq. 6
+  reinforce_pp            none                         batch mean/std Hu 2025 (REINFORCE++) eq. 8
+  reinforce_pp_baseline   group mean                   batch mean/std Hu et al. 2025 (REINFORCE++-baseline)
+
+`algo.advantage_norm` overrides the scale: "group" divides by the group's std, "batch" whitens over the
+step's valid rollouts ((a - mean) / std, as REINFORCE++ does), "none" leaves r - b. std is the unbiased
+sample std; a group whose rewards are all equal gets zero advantages under group scaling.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 
 EPS = 1e-6
+Norm = Literal["auto", "group", "batch", "none"]
 
 
-def _group_mean(rewards_P_G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _valid(rewards_P_G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     valid = ~torch.isnan(rewards_P_G)
-    count_P = valid.sum(1, keepdim=True)
-    filled = torch.where(valid, rewards_P_G, 0.0)
-    mean_P = filled.sum(1, keepdim=True) / count_P.clamp(min=1)
-    return filled, valid, mean_P
+    return torch.where(valid, rewards_P_G, 0.0), valid
 
 
-def grpo(rewards_P_G: torch.Tensor) -> torch.Tensor:
-    """GRPO outcome advantage, (r_i - mean(r)) / std(r) within each group.
+def group_mean(rewards_P_G: torch.Tensor) -> torch.Tensor:
+    filled, valid = _valid(rewards_P_G)
+    return filled.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
 
-    Shao et al. 2024, "DeepSeekMath", Sec. 4.1.2 (outcome supervision). std is the unbiased sample std;
-    a group whose rewards are all equal gets zero advantages.
-    """
-    filled, valid, mean_P = _group_mean(rewards_P_G)
-    count_P = valid.sum(1, keepdim=True)
-    var_P = (torch.where(valid, filled - mean_P, 0.0) ** 2).sum(1, keepdim=True) / (count_P - 1).clamp(min=1)
-    advantages = (filled - mean_P) / (var_P.sqrt() + EPS)
+
+def leave_one_out(rewards_P_G: torch.Tensor) -> torch.Tensor:
+    """Mean of the group's other valid rewards (the rollout's own reward where it is alone)."""
+    filled, valid = _valid(rewards_P_G)
+    count = valid.sum(1, keepdim=True)
+    others = (filled.sum(1, keepdim=True) - filled) / (count - 1).clamp(min=1)
+    return torch.where(count > 1, others, filled)
+
+
+def no_baseline(rewards_P_G: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(rewards_P_G)
+
+
+def _std(x: torch.Tensor, valid: torch.Tensor, dim: int | None) -> torch.Tensor:
+    kw = {"dim": dim, "keepdim": True} if dim is not None else {}
+    count = valid.sum(**kw)
+    mean = torch.where(valid, x, 0.0).sum(**kw) / count.clamp(min=1)
+    return (torch.where(valid, x - mean, 0.0) ** 2).sum(**kw).div((count - 1).clamp(min=1)).sqrt()
+
+
+def scale(advantages: torch.Tensor, valid: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "group":
+        return advantages / (_std(advantages, valid, 1) + EPS)
+    if norm == "batch":
+        mean = torch.where(valid, advantages, 0.0).sum() / valid.sum().clamp(min=1)
+        return (advantages - mean) / (_std(advantages, valid, None) + EPS)
+    if norm == "none":
+        return advantages
+    raise ValueError(f"unknown advantage normalisation {norm!r}")
+
+
+Baseline = Callable[[torch.Tensor], torch.Tensor]
+ESTIMATORS: dict[str, tuple[Baseline, str]] = {
+    "grpo": (group_mean, "group"),
+    "dr_grpo": (group_mean, "none"),
+    "rloo": (leave_one_out, "none"),
+    "reinforce_pp": (no_baseline, "batch"),
+    "reinforce_pp_baseline": (group_mean, "batch"),
+}
+
+
+def group_advantages(rewards_P_G: torch.Tensor, estimator: str, norm: Norm = "auto") -> torch.Tensor:
+    """One advantage per rollout, [P, G] (0 where the reward is NaN)."""
+    baseline, default_norm = ESTIMATORS[estimator]
+    filled, valid = _valid(rewards_P_G)
+    advantages = scale(torch.where(valid, filled - baseline(rewards_P_G), 0.0), valid,
+                       default_norm if norm == "auto" else norm)
     return torch.where(valid, advantages, 0.0)
 
 
-def dr_grpo(rewards_P_G: torch.Tensor) -> torch.Tensor:
-    """Dr. GRPO: r_i - mean(r), without the std division that over-weights near-uniform groups.
+def gae(rewards_B_T: torch.Tensor, values_B_T: torch.Tensor, mask_B_T: torch.Tensor, gamma: float,
+        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over each completion's tokens (Schulman et al. 2016, eq. 16).
 
-    Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical Perspective", Sec. 3.2. Pair with
-    loss.aggregation = "seq-mean-token-sum-norm" to also remove the length bias.
+    delta_t = r_t + gamma V(s_{t+1}) - V(s_t), A_t = sum_l (gamma lam)^l delta_{t+l}, returns R_t = A_t + V(s_t);
+    the state after the last completion token is terminal (V = 0). Padding (mask False) sits after the
+    last token only. Outcome rewards put r at the last token and 0 elsewhere.
     """
-    filled, valid, mean_P = _group_mean(rewards_P_G)
-    return torch.where(valid, filled - mean_P, 0.0)
+    B, T = rewards_B_T.shape
+    m = mask_B_T.float()
+    values = values_B_T * m
+    advantages = torch.zeros_like(values)
+    running = torch.zeros(B, dtype=values.dtype, device=values.device)
+    next_value = torch.zeros_like(running)
+    for t in reversed(range(T)):
+        delta = rewards_B_T[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * m[:, t]
+        advantages[:, t] = running
+        next_value = values[:, t]
+    return advantages, advantages + values
 
 
-def rloo(rewards_P_G: torch.Tensor) -> torch.Tensor:
-    """REINFORCE leave-one-out: r_i minus the mean of the other completions of the group.
-
-    Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization", eq. 6;
-    equal to n/(n-1) * (r_i - mean(r)) for n valid completions.
-    """
-    filled, valid, mean_P = _group_mean(rewards_P_G)
-    count_P = valid.sum(1, keepdim=True)
-    scale_P = count_P / (count_P - 1).clamp(min=1)
-    return torch.where(valid & (count_P > 1), scale_P * (filled - mean_P), 0.0)
-
-
-Advantage = Literal["grpo", "dr_grpo", "rloo"]
-ADVANTAGES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"grpo": grpo, "dr_grpo": dr_grpo, "rloo": rloo}
+def outcome_token_rewards(rewards_B: torch.Tensor, mask_B_T: torch.Tensor) -> torch.Tensor:
+    """Each completion's reward on its last token, [B, T]."""
+    last = mask_B_T.long().sum(1).clamp(min=1) - 1
+    out = torch.zeros(mask_B_T.shape, dtype=torch.float32)
+    out[torch.arange(len(last)), last] = rewards_B.float()
+    return out * mask_B_T

@@ -7,6 +7,7 @@ tokens of a batch are prompt tokens, and they are computed G times less often.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -25,14 +26,20 @@ class TrainBatch:
     completions_B_Lc        int64  completion ids, right-padded with PAD
     prompt_index_B          int64  the prompt row each completion continues
     sampler_logprobs_B_Lc   fp32   vLLM's log-prob of each completion token, 0 at padding
-    advantages_B            fp32   one advantage per completion
+    advantages_B_Lc         fp32   per-token advantage (a sequence's advantage on each of its tokens), 0 at padding
+    returns_B_Lc            fp32   value targets (PPO's critic), or None
+    values_B_Lc             fp32   the critic's values at sampling time, or None
+    teacher_logprobs_B_Lc   fp32   a distillation teacher's log-probs of the completion tokens, or None
     """
 
     prompts_P_Lp: torch.Tensor
     completions_B_Lc: torch.Tensor
     prompt_index_B: torch.Tensor
     sampler_logprobs_B_Lc: torch.Tensor
-    advantages_B: torch.Tensor
+    advantages_B_Lc: torch.Tensor
+    returns_B_Lc: torch.Tensor | None = None
+    values_B_Lc: torch.Tensor | None = None
+    teacher_logprobs_B_Lc: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.completions_B_Lc.shape[0]
@@ -62,12 +69,16 @@ class TrainBatch:
         completions = self.completions_B_Lc[rows]
         prompt_len = int((sub_prompts != PAD).sum(1).max())
         completion_len = int((completions != PAD).sum(1).max())
-        return TrainBatch(
+        per_token = {
+            f.name: getattr(self, f.name)[rows][:, :completion_len]
+            for f in dataclasses.fields(self)
+            if f.name.endswith("_B_Lc") and getattr(self, f.name) is not None
+        }
+        return dataclasses.replace(
+            self,
             prompts_P_Lp=sub_prompts[:, sub_prompts.shape[1] - prompt_len :],
-            completions_B_Lc=completions[:, :completion_len],
             prompt_index_B=remap[self.prompt_index_B[rows]],
-            sampler_logprobs_B_Lc=self.sampler_logprobs_B_Lc[rows][:, :completion_len],
-            advantages_B=self.advantages_B[rows],
+            **per_token,
         )
 
 
@@ -83,8 +94,8 @@ def pack(prompts: list[tuple[int, ...]], completions: list[tuple[int, ...]], pro
     for b, (c, lps) in enumerate(zip(completions, sampler_logprobs)):
         completions_t[b, : len(c)] = torch.tensor(c)
         logprobs_t[b, : len(lps)] = torch.tensor(lps)
-    return TrainBatch(prompts_t, completions_t, torch.tensor(prompt_index), logprobs_t,
-                      torch.tensor(advantages, dtype=torch.float32))
+    advantages_t = torch.tensor(advantages, dtype=torch.float32)[:, None] * (completions_t != PAD)
+    return TrainBatch(prompts_t, completions_t, torch.tensor(prompt_index), logprobs_t, advantages_t)
 
 
 def make_train_batch(scored_PG: list[list[ScoredRollout]], advantages_PG: list[list[float]]) -> TrainBatch:

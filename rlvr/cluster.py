@@ -18,9 +18,14 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlvr.config import Config
+from rlvr.critic import Critic
+from rlvr.entropy_control import EntropyControl
+from rlvr.estimate import AdvantageStage, CriticAdvantages, OutcomeAdvantages, WithTeacher
 from rlvr.learner import Learner
+from rlvr.models import resolve_model
 from rlvr.optim import OptimSpec
 from rlvr.rollout import RolloutWorker
+from rlvr.teacher import Teacher
 from rlvr.weight_sync import NcclSync, ObjectStoreSync, WeightSync
 
 
@@ -84,6 +89,34 @@ def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[dict, list[dict]]:
     return options[0], options[1:]
 
 
+def side_options(cfg: Config, timeout_s: float = 120.0) -> dict:
+    """Ray options for a model beside the learner (critic, teacher): the learner's GPU count, own bundle."""
+    if not cfg.learner.gpus:
+        return dict(num_cpus=0, runtime_env=_cpu_env())
+    group = placement_group([{"GPU": float(cfg.learner.gpus)}])
+    try:
+        ray.get(group.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.util.remove_placement_group(group)
+        raise RuntimeError(f"the cluster has no {cfg.learner.gpus} free GPU(s) for the critic or teacher "
+                           f"within {timeout_s:.0f} s; cluster resources {ray.cluster_resources()}") from None
+    return dict(num_cpus=0, num_gpus=cfg.learner.gpus,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0))
+
+
+def mismatch_mode(cfg: Config) -> str:
+    """loss.mismatch, with "auto" resolved: token-level TIS where sampler and learner can disagree by more
+    than rounding (low precision, several engines); off for one fp32 engine (mismatch ~6e-6)."""
+    if cfg.loss.mismatch != "auto":
+        return cfg.loss.mismatch
+    return "tis" if cfg.model.dtype != "float32" or cfg.rollout.num_engines > 1 else "none"
+
+
+def norm_length(cfg: Config) -> int:
+    """seq-mean-token-sum-norm's constant divisor: loss.norm_length, else the generation limit."""
+    return cfg.loss.norm_length or cfg.rollout.max_tokens
+
+
 def build_learner(cfg: Config, model_path: str, options: dict) -> ray.actor.ActorHandle:
     on_gpu = cfg.learner.gpus > 0
     return Learner.options(**options).remote(
@@ -102,12 +135,40 @@ def build_learner(cfg: Config, model_path: str, options: dict) -> ray.actor.Acto
         epochs=cfg.algo.epochs,
         minibatches=cfg.algo.minibatches,
         track_ref_kl=cfg.algo.track_ref_kl,
+        mismatch=mismatch_mode(cfg),
+        norm_length=norm_length(cfg),
+        entropy=EntropyControl(cfg.loss.entropy_schedule, cfg.loss.entropy_coef, cfg.loss.entropy_coef_end,
+                               cfg.loss.entropy_target, cfg.loss.entropy_lr, cfg.train.steps),
+        distill_coef=cfg.distill.coef if cfg.distill.teacher else 0.0,
         backend=cfg.learner.backend,
         zero_stage=cfg.learner.zero_stage,
         device="cuda" if on_gpu else "cpu",
         threads=0 if on_gpu else (os.cpu_count() or 1),
         seed=cfg.learner.seed,
     )
+
+
+def build_stage(cfg: Config, model_path: str) -> AdvantageStage:
+    """The advantage stage, with the critic (PPO) and the teacher (distillation) actors it needs."""
+    a = cfg.algo
+    on_gpu, threads = cfg.learner.gpus > 0, 0 if cfg.learner.gpus else (os.cpu_count() or 1)
+    stage: AdvantageStage = OutcomeAdvantages(a.advantage, a.advantage_norm)
+    if a.advantage == "gae":
+        c = cfg.critic
+        critic = Critic.options(**side_options(cfg)).remote(
+            resolve_model(c.path) if c.path else model_path,
+            optim=OptimSpec(lr=c.lr, grad_clip=c.grad_clip), value_clip=c.value_clip, epochs=c.epochs,
+            micro_batch_size=c.micro_batch_size, device="cuda" if on_gpu else "cpu", threads=threads,
+            seed=cfg.learner.seed,
+        )
+        stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path)
+    if cfg.distill.teacher:
+        teacher = Teacher.options(**side_options(cfg)).remote(
+            resolve_model(cfg.distill.teacher), temperature=cfg.rollout.temperature,
+            device="cuda" if on_gpu else "cpu", threads=threads,
+        )
+        stage = WithTeacher(stage, teacher)
+    return stage
 
 
 def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> list[ray.actor.ActorHandle]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rlvr.kernels.loss_config import PolicyLossConfig
 
 
 class ConfigError(ValueError):
@@ -99,15 +98,78 @@ class RewardConfig:
     correctness: str = ""  # label of the term group shapers see as correctness; empty: the first per-rollout term
 
 
+Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae", "none"]
+AdvantageNorm = Literal["auto", "group", "batch", "none"]
+
+
 @dataclass(frozen=True)
 class AlgoConfig:
-    advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
+    # Names are `rlvr.advantages.ESTIMATORS`; "gae" is PPO with a critic (see [critic]); "none": zero
+    # advantages, for pure on-policy distillation (see [distill]).
+    advantage: Advantage = "grpo"
+    advantage_norm: AdvantageNorm = "auto"  # std scaling of the advantages; auto: the estimator's paper's
+    gamma: float = 1.0  # gae: discount
+    lam: float = 1.0  # gae: lambda
     group_size: int = 8  # completions per prompt (G)
     epochs: int = 1  # passes over each batch
-    minibatches: int = 1  # optimizer steps per pass
-    track_ref_kl: bool = True  # keep the initial policy to report KL(pi || pi_ref) even when loss.kl_coef = 0
+    minibatches: int = 1  # optimizer steps per pass; the batch's prompts are split among them
+    # Also run the frozen reference for the `kl` metric when loss.kl_coef = 0 (a third more learner compute).
+    track_ref_kl: bool = False
     dynamic_sampling: bool = False  # DAPO: train only on groups whose rewards differ, drawing more prompts
     max_sampling_rounds: int = 4  # dynamic sampling draws at most this many prompt batches per step
+
+
+PolicyObjective = Literal["ppo_clip", "gspo", "cispo", "gppo"]
+Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+KLEstimator = Literal["k1", "k2", "k3", "k3+"]
+Mismatch = Literal["auto", "none", "tis", "tis_seq", "mis", "mis_seq"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The policy objective (`rlvr/losses.py` has the formulas and papers)."""
+
+    policy: PolicyObjective = "ppo_clip"
+    clip_low: float = 0.2  # ratio floor 1 - clip_low
+    clip_high: float = 0.2  # ratio ceiling 1 + clip_high (DAPO clip-higher: 0.28)
+    dual_clip: float | None = None  # dual-clip constant c > 1 for negative advantages (ppo_clip, gspo)
+    aggregation: Aggregation = "token-mean"
+    norm_length: int = 0  # seq-mean-token-sum-norm's constant divisor; 0: rollout.max_tokens
+    kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 disables the term
+    kl_estimator: KLEstimator = "k3"  # k3+: k3's value with k2's gradient
+    entropy_coef: float = 0.0  # entropy bonus weight (the start value of a schedule)
+    entropy_schedule: Literal["constant", "linear", "adaptive"] = "constant"
+    entropy_coef_end: float = 0.0  # linear: the value at the last step
+    entropy_target: float = 0.0  # adaptive: the entropy (nats/token) the coefficient steers toward
+    entropy_lr: float = 0.01  # adaptive: coefficient change per nat of entropy error per step
+    # Train/rollout mismatch correction pi_old / pi_sampler. auto: "tis" when model.dtype is not float32,
+    # when there are several engines, or when samples can be stale; "none" otherwise.
+    mismatch: Mismatch = "auto"
+    is_cap: float = 2.0  # tis, tis_seq: truncation C
+    is_low: float = 0.5  # mis, mis_seq: tokens (sequences) whose ratio leaves [is_low, is_high] are masked
+    is_high: float = 2.0
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """The value model of PPO (algo.advantage = "gae"): a causal LM trunk with a scalar head, own actor."""
+
+    path: str = ""  # empty: the policy's weights after SFT
+    lr: float = 1e-4
+    value_clip: float | None = 0.2  # PPO value clipping around the old values; None: plain MSE
+    epochs: int = 1
+    micro_batch_size: int = 64
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """On-policy distillation (Agarwal et al. 2024 GKD; KDRL, Xu et al. 2025): a teacher scores the
+    student's own samples; each token's advantage gains coef * (log pi_T - log pi_old), the negative
+    per-token reverse KL (its policy gradient is KL(pi || pi_T)'s). Empty teacher: off."""
+
+    teacher: str = ""  # a Hugging Face folder with the student's tokenizer, or "builtin:tiny-char-teacher"
+    coef: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,20 +217,37 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
-    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
-        if self.algo.group_size < 2 and self.algo.advantage in ("grpo", "rloo"):
-            raise ConfigError(f"algo.group_size must be >= 2 for {self.algo.advantage} (got {self.algo.group_size})")
-        rollouts = self.data.batch_size * self.algo.group_size
-        if rollouts % self.algo.minibatches:
+        a, loss = self.algo, self.loss
+        if a.group_size < 2 and a.advantage in ("grpo", "rloo", "reinforce_pp_baseline"):
+            raise ConfigError(f"algo.group_size must be >= 2 for {a.advantage} (got {a.group_size})")
+        if a.minibatches > self.data.batch_size:
+            # Minibatches split the step's prompts: more of them than prompts would silently mean fewer steps.
             raise ConfigError(
-                f"data.batch_size * algo.group_size = {rollouts} is not divisible by algo.minibatches = {self.algo.minibatches}"
+                f"algo.minibatches = {a.minibatches} is more than the prompts per step (data.batch_size = "
+                f"{self.data.batch_size}); each optimizer step needs at least one prompt's group"
             )
+        if self.model.dtype == "float16":
+            raise ConfigError('model.dtype = "float16" trains without loss scaling (gradients underflow): '
+                              'use "bfloat16" or "float32"')
+        if loss.policy == "gspo" and loss.aggregation == "token-mean":
+            raise ConfigError('loss.policy = "gspo" needs a per-sequence loss.aggregation '
+                              '("seq-mean-token-mean"), not "token-mean"')
+        if loss.dual_clip is not None and loss.dual_clip <= 1:
+            raise ConfigError(f"loss.dual_clip must be > 1 (got {loss.dual_clip})")
+        if a.advantage == "gae" and a.advantage_norm == "group":
+            raise ConfigError('algo.advantage_norm = "group" has no meaning for "gae" (per-token advantages): '
+                              'use "batch" or "none"')
+        if a.advantage == "none" and not self.distill.teacher:
+            raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -1,8 +1,10 @@
-"""Learner: one Ray actor that owns the policy being trained (torch + AdamW).
+"""Learner: one Ray actor that owns the policy being trained (torch + AdamW, or DeepSpeed).
 
 It computes per-token log-probs and entropies with the fused kernels of `rlvr.kernels` (the LM head is
-applied tile by tile, never materialising [tokens, vocab] logits) and the clipped policy loss with
-`rlvr.kernels.policy_loss`. It also runs the cold-start SFT stage and hands out its weights for sync.
+applied tile by tile, never materialising [tokens, vocab] logits; `rlvr/forward.py`) and the policy loss
+with the objective table of `rlvr/losses.py`. It also runs the cold-start SFT stage and hands out its
+weights for sync. Forwards run without dropout (`forward.without_dropout`): pi_old and pi must be the
+same function of the weights for the ratio to mean anything.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import time
 import ray
 import torch
 
-from rlvr.batch import PAD, TrainBatch, pack
+from rlvr.batch import TrainBatch, pack
 from rlvr.checkpoint import save_hf_atomic
+from rlvr.config import LossConfig
 from rlvr.data import chat_prompt_ids
-from rlvr.kernels import PolicyLossConfig, linear_logprobs, logits_logprobs, policy_loss
+from rlvr.entropy_control import EntropyControl
+from rlvr.forward import fused_head_matches, token_logprobs, without_dropout
+from rlvr.losses import LossInputs, LossStats, compute_loss
 from rlvr.optim import OptimSpec, TorchUpdater, make_updater
 from rlvr.types import Sample
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @ray.remote
@@ -34,12 +39,16 @@ class Learner:
         *,
         dtype: str = "float32",
         optim: OptimSpec,
-        loss: PolicyLossConfig,
+        loss: LossConfig,
         temperature: float = 1.0,
         micro_batch_size: int = 64,
         epochs: int = 1,
         minibatches: int = 1,
-        track_ref_kl: bool = True,
+        track_ref_kl: bool = False,
+        mismatch: str = "none",
+        norm_length: int = 1,
+        entropy: EntropyControl | None = None,
+        distill_coef: float = 0.0,
         backend: str = "torch",
         zero_stage: int = 2,
         device: str = "cpu",
@@ -52,86 +61,57 @@ class Learner:
             torch.set_num_threads(threads)  # Ray pins actors to 1 thread unless told otherwise
         torch.manual_seed(seed)
         self.device = torch.device(device)
-        # fp32 master weights and optimizer state; bf16/fp16 runs compute the forward under autocast.
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
+        # fp32 master weights and optimizer state; bf16 runs compute the forward under autocast.
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
+        self.model = without_dropout(model)
         self.compute_dtype = DTYPES[dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.loss_config = loss
         self.temperature = temperature
         self.micro_batch_size = micro_batch_size
         self.epochs, self.minibatches = epochs, minibatches
-        self.track_ref_kl = track_ref_kl or loss.kl_coef > 0
+        self.use_reference = track_ref_kl or loss.kl_coef > 0
+        self.mismatch, self.norm_length, self.distill_coef = mismatch, norm_length, distill_coef
+        self.entropy = entropy or EntropyControl("constant", loss.entropy_coef)
         self.optim, self.backend, self.zero_stage = optim, backend, zero_stage
         self.updater = None  # built by set_reference(), when RL starts
         self.reference: torch.nn.Module | None = None
-        self.steps = 0
-        # Heads with soft-capping or scaling are not a plain linear map: use the logits path for them.
-        cfg = self.model.config
-        self.fused_head = not (getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logits_scaling", 1.0) != 1.0)
+        self.steps, self.seed = 0, seed
+        self.fused_head = fused_head_matches(self.model, self.device)
+        if not self.fused_head:
+            print("learner: the LM head is not a plain linear map of the last hidden state (scaled, "
+                  "soft-capped or biased); log-probs use the full logits instead of the fused head", flush=True)
 
     # ---- log-probs ----
     def _logprobs(self, model: torch.nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-prob and entropy of every completion token, [B, Lc] fp32 (0 at padding).
-
-        Each prompt runs once; every completion of it then runs on the prompt's cached keys and values
-        (gradients flow through the cache into the prompt's computation, as in a full forward).
-        """
-        prompts = batch.prompts_P_Lp.to(self.device)
-        completions = batch.completions_B_Lc.to(self.device)
-        index = batch.prompt_index_B.to(self.device)
-        prompt_mask, mask = prompts != PAD, completions != PAD
-        prompt_len = prompt_mask.sum(1)
-        inputs = completions[:, :-1].clamp(min=0)  # completion token t predicts token t + 1
-        positions = prompt_len[index, None] + torch.arange(inputs.shape[1], device=self.device)
-        attention = torch.cat([prompt_mask[index], mask[:, :-1]], 1).long()
-        run = model.base_model if self.fused_head else model
-        autocast = torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
-        with autocast:
-            first = run(input_ids=prompts.clamp(min=0), attention_mask=prompt_mask.long(),
-                        position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
-            states = first.last_hidden_state if self.fused_head else first.logits  # [P, Lp, H or V]
-            states = states[index, -1:]  # left-padded: the last column is each prompt's last token
-            if inputs.shape[1]:
-                cache = first.past_key_values
-                cache.batch_select_indices(index)
-                rest = run(input_ids=inputs, attention_mask=attention, position_ids=positions, past_key_values=cache)
-                states = torch.cat([states, rest.last_hidden_state if self.fused_head else rest.logits], 1)
-            if self.fused_head:
-                head = model.get_output_embeddings()
-                if getattr(head, "bias", None) is not None:
-                    raise NotImplementedError("LM heads with a bias are not supported by the fused path")
-                hidden_N = states[mask]
-                logprobs_N, entropy_N = linear_logprobs(
-                    hidden_N, head.weight.to(hidden_N.dtype), completions[mask], self.temperature
-                )
-            else:
-                logprobs_N, entropy_N = logits_logprobs(states[mask], completions[mask], self.temperature)
-        logprobs = torch.zeros(mask.shape, dtype=torch.float32, device=self.device)
-        entropy = torch.zeros(mask.shape, dtype=torch.float32, device=self.device)
-        logprobs[mask] = logprobs_N
-        entropy[mask] = entropy_N.to(torch.float32)
-        return logprobs, entropy
+        return token_logprobs(model, batch, temperature=self.temperature, fused_head=self.fused_head,
+                              compute_dtype=self.compute_dtype, device=self.device)
 
     @torch.no_grad()
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         """The current policy's log-probs of the batch's completion tokens, [B, Lc], 0 at padding."""
-        return self._logprobs(self.model.eval(), batch)[0].cpu()
+        return self._logprobs(self.model, batch)[0].cpu()
 
     # ---- RL ----
     def set_reference(self) -> None:
-        """Freeze a copy of the current policy as pi_ref (for the KL term and the `kl` metric)."""
-        if self.track_ref_kl:
+        """Freeze a copy of the current policy as pi_ref, only when a KL term or the `kl` metric needs it."""
+        if self.use_reference:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         # RL starts with fresh optimizer state, whatever SFT left behind.
         self.updater = make_updater(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """`epochs` passes of `minibatches` optimizer steps over the batch's groups; returns metrics."""
+        """`epochs` passes of `minibatches` optimizer steps over the batch's prompts; returns metrics.
+
+        Each pass shuffles the prompts anew and splits them into exactly `minibatches` parts; each part's
+        loss is normalised by its own total token (or sequence) count, so micro-batches add up to it.
+        """
         start = time.perf_counter()
         if self.updater is None:
             self.set_reference()
         self.model.train()
-        stats = _Stats()
+        stats, mismatch, grad_norms = LossStats(), _Mismatch(), []
+        distill = [0.0, 0.0]  # sum of log pi_old - log pi_teacher over tokens, tokens
         old_all = None
         if self.epochs * self.minibatches > 1:
             # Several optimizer steps per batch: the ratio needs pi_old, the policy before any of them.
@@ -140,10 +120,12 @@ class Learner:
                 for prompts in self._micro_batches(batch, torch.arange(batch.num_prompts)):
                     sub, rows = batch.select_prompts(prompts), batch.rows_of(prompts)
                     old_all[rows, : sub.completions_B_Lc.shape[1]] = self._logprobs(self.model, sub)[0].cpu()
-            stats.add_mismatch(old_all, batch.sampler_logprobs_B_Lc, batch.completion_mask_B_Lc)
-        order = torch.randperm(batch.num_prompts)
+            mismatch.add(old_all, batch.sampler_logprobs_B_Lc, batch.completion_mask_B_Lc)
+        shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + self.steps)
+        coef = self.entropy.value(self.steps)
         for _ in range(self.epochs):
-            for minibatch in order.chunk(self.minibatches):
+            order = torch.randperm(batch.num_prompts, generator=shuffle)  # a new order every epoch
+            for minibatch in order.tensor_split(self.minibatches):
                 normalizer = self._normalizer(batch, minibatch)
                 for prompts in self._micro_batches(batch, minibatch):
                     sub = batch.select_prompts(prompts)
@@ -151,28 +133,34 @@ class Learner:
                     mask = sub.completion_mask_B_Lc.to(self.device)
                     if old_all is None:
                         old = logprobs.detach()
-                        stats.add_mismatch(old.cpu(), sub.sampler_logprobs_B_Lc, mask.cpu())
+                        mismatch.add(old.cpu(), sub.sampler_logprobs_B_Lc, mask.cpu())
                     else:
                         old = old_all[batch.rows_of(prompts), : mask.shape[1]].to(self.device)
+                    advantages = sub.advantages_B_Lc.to(self.device)
+                    if sub.teacher_logprobs_B_Lc is not None:
+                        gap = torch.where(mask, old - sub.teacher_logprobs_B_Lc.to(self.device), 0.0)
+                        advantages = advantages - self.distill_coef * gap  # minus the per-token reverse KL
+                        distill[0], distill[1] = distill[0] + float(gap.sum()), distill[1] + float(mask.sum())
                     ref = None
                     if self.reference is not None:
                         with torch.no_grad():
                             ref = self._logprobs(self.reference, sub)[0]
-                    loss, metrics = policy_loss(
-                        logprobs,
-                        old,
-                        sub.advantages_B.to(self.device),
-                        mask,
-                        self.loss_config,
-                        ref_logprobs_B_T=ref,
-                        entropy_B_T=entropy,
-                        normalizer=normalizer,
+                    inputs = LossInputs(
+                        logprobs, old, sub.sampler_logprobs_B_Lc.to(self.device), advantages, mask, normalizer,
+                        ref_logprobs_B_T=ref, entropy_B_T=entropy,
                     )
+                    loss, micro = compute_loss(self.loss_config, inputs, entropy_coef=coef, mismatch=self.mismatch,
+                                               norm_length=self.norm_length)
                     self.updater.backward(loss)
-                    stats.add_loss(loss.item(), metrics, weight=float(mask.sum()))
-                stats.grad_norms.append(self.updater.step())
+                    stats.add(micro)
+                grad_norms.append(self.updater.step())
         self.steps += 1
-        out = stats.result()
+        out = stats.result(optimizer_steps=len(grad_norms)) | mismatch.result()
+        if distill[1]:
+            out["distill/kl"] = distill[0] / distill[1]  # k1 estimate of KL(pi_old || pi_teacher), nats/token
+        out["grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
+        out["entropy/coef"] = coef
+        self.entropy.update(out.get("entropy", 0.0))
         out["lr"] = self.updater.lr()
         out["timing/learner_s"] = time.perf_counter() - start
         return out
@@ -192,7 +180,7 @@ class Learner:
         return chunks
 
     def _normalizer(self, batch: TrainBatch, prompts: torch.Tensor) -> float:
-        """The loss divisor of a minibatch, so that micro-batch losses add up to the minibatch loss."""
+        """The loss divisor of a minibatch (its tokens, or its sequences), shared by all its micro-batches."""
         rows = batch.rows_of(prompts)
         if self.loss_config.aggregation == "token-mean":
             return float(batch.completion_mask_B_Lc[rows].sum())
@@ -261,35 +249,18 @@ class Learner:
                 "params": sum(p.numel() for p in self.model.parameters())}
 
 
-class _Stats:
-    """Token-weighted means of the loss metrics, and the sampler/learner log-prob mismatch."""
+class _Mismatch:
+    """|log pi_old - log pi_sampler| of the sampled tokens: how off-policy the "on-policy" samples are."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.weight = 0.0
-        self.loss = 0.0
-        self.diff_max = 0.0
-        self.diff_sum = 0.0
-        self.diff_count = 0
-        self.grad_norms: list[float] = []
+        self.max, self.sum, self.count = 0.0, 0.0, 0
 
-    def add_mismatch(self, learner: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor) -> None:
+    def add(self, learner: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor) -> None:
         diff = (learner.float() - sampler.float()).abs()[mask]
         if diff.numel():
-            self.diff_max = max(self.diff_max, diff.max().item())
-            self.diff_sum += diff.sum().item()
-            self.diff_count += diff.numel()
-
-    def add_loss(self, loss: float, metrics: dict[str, torch.Tensor], weight: float) -> None:
-        self.loss += loss  # micro-batch losses are already normalised to add up
-        for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value) * weight
-        self.weight += weight
+            self.max = max(self.max, diff.max().item())
+            self.sum += diff.sum().item()
+            self.count += diff.numel()
 
     def result(self) -> dict[str, float]:
-        out = {key: value / max(self.weight, 1.0) for key, value in self.sums.items()}
-        out["loss"] = self.loss / max(1, len(self.grad_norms))
-        out["grad_norm"] = sum(self.grad_norms) / max(1, len(self.grad_norms))
-        out["logprob_diff/max"] = self.diff_max
-        out["logprob_diff/mean"] = self.diff_sum / max(1, self.diff_count)
-        return out
+        return {"logprob_diff/max": self.max, "logprob_diff/mean": self.sum / max(1, self.count)}

@@ -11,12 +11,9 @@ import time
 from pathlib import Path
 
 import ray
-import torch
 
-from rlvr.advantages import ADVANTAGES
-from rlvr.batch import make_train_batch
 from rlvr.checkpoint import write_json_atomic
-from rlvr.cluster import build_learner, build_rollout_workers, build_weight_sync, placement, ray_cluster
+from rlvr.cluster import build_learner, build_rollout_workers, build_stage, build_weight_sync, placement, ray_cluster
 from rlvr.config import Config, to_dict
 from rlvr.data import PromptStream, load_splits
 from rlvr.evaluate import correctness_label, evaluate, first_last_mean
@@ -52,6 +49,7 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
         learner = build_learner(cfg, model_path, learner_options)
         workers = build_rollout_workers(cfg, model_path, worker_options)
         reward_service = build_reward_service(cfg.reward)
+        stage = build_stage(cfg, model_path)  # advantages: a table estimator, or PPO's critic; a teacher
         ray.get([learner.ready.remote()] + [w.ready.remote() for w in workers])
         weight_sync = build_weight_sync(cfg, learner, workers)
         draw = functools.partial(generate_and_score, workers, reward_service)
@@ -65,6 +63,7 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
                 summary |= cold_start(cfg, learner, splits.sft, logger)
                 weight_sync.push(version=0)
             ray.get(learner.set_reference.remote())
+            stage.prepare(learner)
             before = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
             logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
 
@@ -77,11 +76,10 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
                                     cfg.rollout.top_p, seed=cfg.rollout.seed * 100_003 + step)
                 sampled = sampler.sample(prompts, spec)
                 scored_PG, times = sampled.train_PG, sampled.times
-                rewards_P_G = torch.tensor([[s.reward for s in group] for group in scored_PG])
-                advantages_P_G = ADVANTAGES[cfg.algo.advantage](rewards_P_G)
-                batch = make_train_batch(scored_PG, advantages_P_G.tolist())
+                batch = stage.make_batch(scored_PG)
                 train_start = time.perf_counter()
-                metrics = ray.get(learner.train_step.remote(batch))
+                critic_metrics = stage.update(batch)  # PPO's critic trains beside the policy
+                metrics = ray.get(learner.train_step.remote(batch)) | critic_metrics()
                 train_s = time.perf_counter() - train_start
                 sync_s = weight_sync.push(version=step + 1)
                 if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0:

@@ -22,7 +22,7 @@ def test_groups_share_their_prompt_row():
     assert batch.prompt_index_B.tolist() == [0, 0, 1]
     assert batch.sampler_logprobs_B_Lc[2].tolist() == [-0.5, -1.0, -1.5]
     assert batch.sampler_logprobs_B_Lc[1].tolist() == [-0.5, 0.0, 0.0]
-    assert batch.advantages_B.tolist() == [0.5, -0.5, 0.0]
+    assert batch.advantages_B_Lc.tolist() == [[0.5, 0.5, 0.0], [-0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]  # 0 at padding
     assert batch.num_completion_tokens == 6 and batch.num_prompts == 2
 
 
@@ -37,7 +37,7 @@ def test_select_prompts_remaps_and_trims():
     batch = make_train_batch(groups, [[1.0], [-1.0, 1.0]])
     sub = batch.select_prompts(torch.tensor([1]))
     assert sub.prompts_P_Lp.tolist() == [[7]] and sub.completions_B_Lc.tolist() == [[8], [9]]
-    assert sub.prompt_index_B.tolist() == [0, 0] and sub.advantages_B.tolist() == [-1.0, 1.0]
+    assert sub.prompt_index_B.tolist() == [0, 0] and sub.advantages_B_Lc.tolist() == [[-1.0], [1.0]]
     assert batch.rows_of(torch.tensor([1])).tolist() == [1, 2]
 
 

@@ -79,8 +79,20 @@ def test_bad_overrides(item, message):
 def test_cross_field_validation():
     with pytest.raises(ConfigError, match="group_size must be >= 2"):
         load_config(None, ["algo.group_size=1"])
-    with pytest.raises(ConfigError, match="not divisible by algo.minibatches"):
-        load_config(None, ["data.batch_size=3", "algo.group_size=3", "algo.minibatches=2"])
+    # minibatches split prompts: 3 prompts in 2 minibatches is fine, 5 minibatches of 4 prompts is not
+    assert load_config(None, ["data.batch_size=3", "algo.group_size=3", "algo.minibatches=2"]).algo.minibatches == 2
+    with pytest.raises(ConfigError, match="more than the prompts per step"):
+        load_config(None, ["data.batch_size=4", "algo.group_size=8", "algo.minibatches=5"])
+    with pytest.raises(ConfigError, match="without loss scaling"):
+        load_config(None, ["model.dtype=float16"])
+    with pytest.raises(ConfigError, match="per-sequence loss.aggregation"):
+        load_config(None, ["loss.policy=gspo"])
+    with pytest.raises(ConfigError, match="dual_clip must be > 1"):
+        load_config(None, ["loss.dual_clip=0.5"])
+    with pytest.raises(ConfigError, match="no meaning"):
+        load_config(None, ["algo.advantage=gae", "algo.advantage_norm=group"])
+    with pytest.raises(ConfigError, match="distill.teacher"):
+        load_config(None, ["algo.advantage=none"])
 
 
 def test_to_dict_round_trips():

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlvr.batch import make_train_batch
-from rlvr.kernels import PolicyLossConfig
+from rlvr.config import LossConfig
 from rlvr.learner import Learner
 from rlvr.optim import OptimSpec
 from rlvr.types import Rollout, Sample, ScoredRollout, TermResult
@@ -38,7 +38,7 @@ def full_forward_logprobs(model, prompt, completion):
 
 @pytest.mark.parametrize("fused_head", [True, False])
 def test_shared_prompt_logprobs_equal_a_full_forward(tiny_model, fused_head):
-    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=PolicyLossConfig(), threads=2)
+    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=LossConfig(), threads=2)
     learner.fused_head = fused_head
     groups = groups_of(PROMPTS, COMPLETIONS)
     batch = make_train_batch(groups, [[0.0] * len(g) for g in groups])
@@ -54,8 +54,8 @@ def test_shared_prompt_logprobs_equal_a_full_forward(tiny_model, fused_head):
 
 
 def test_updates_follow_the_advantage_and_report_mismatch(tiny_model):
-    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=3e-3), loss=PolicyLossConfig(), threads=2,
-                           epochs=2, minibatches=2, micro_batch_size=2)
+    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=3e-3), loss=LossConfig(), threads=2,
+                           epochs=2, minibatches=2, micro_batch_size=2, track_ref_kl=True)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     true = [[tuple(full_forward_logprobs(model, p, c).tolist()) for c in cs] for p, cs in zip(PROMPTS, COMPLETIONS)]
     groups = groups_of(PROMPTS, COMPLETIONS, logprobs=true)
@@ -67,7 +67,7 @@ def test_updates_follow_the_advantage_and_report_mismatch(tiny_model):
     assert metrics["logprob_diff/max"] < 1e-5  # the "sampler" log-probs were the model's own
     mask = batch.completion_mask_B_Lc
     change = ((after - before) * mask).sum(1)
-    up = batch.advantages_B > 0
+    up = batch.advantages_B_Lc[:, 0] > 0
     assert (change[up] > 0).all() and (change[~up] < 0).all()
     assert metrics["kl"] > 0 and metrics["grad_norm"] > 0
     # later minibatches are off-policy after the first steps: the clipped loss (kernels/clipped_loss.py) clips some
@@ -75,10 +75,91 @@ def test_updates_follow_the_advantage_and_report_mismatch(tiny_model):
 
 
 def test_sft_learns_the_answers(tiny_model):
-    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=PolicyLossConfig(), threads=2)
+    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=LossConfig(), threads=2)
     samples = [Sample(id=str(i), prompt=f"{i} + 1 =", answer=str(i + 1)) for i in range(8)]
     learner.start_sft(samples, batch_size=8, prompt_template="{prompt}", system_prompt="",
                       response_template="{answer}", optim=OptimSpec(lr=3e-3), seed=0)
     first = learner.sft_steps(1)["sft/loss"]
     last = learner.sft_steps(60)["sft/loss"]
     assert last < first / 4
+
+
+def _batch_with_own_logprobs(tiny_model):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    true = [[tuple(full_forward_logprobs(model, p, c).tolist()) for c in cs] for p, cs in zip(PROMPTS, COMPLETIONS)]
+    groups = groups_of(PROMPTS, COMPLETIONS, logprobs=true)
+    return make_train_batch(groups, [[1.0 if j == 0 else -1.0 for j in range(len(g))] for g in groups])
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean"])
+def test_loss_metric_is_the_minibatch_loss_whatever_the_micro_batches(tiny_model, aggregation):
+    """Defect: micro-batch losses (each a share of the minibatch total) were averaged, reading ~1/k."""
+    batch = _batch_with_own_logprobs(tiny_model)
+    losses = []
+    for micro in (64, 1):
+        learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=LossConfig(aggregation=aggregation),
+                               threads=2, micro_batch_size=micro)
+        losses.append(learner.train_step(batch)["loss"])
+    # on-policy, ratio 1: the loss is -mean advantage over tokens (token-mean) or sequences
+    mask = batch.completion_mask_B_Lc
+    adv = batch.advantages_B_Lc
+    expected = -(adv * mask).sum() / mask.sum() if aggregation == "token-mean" else -adv[:, 0].mean()
+    assert losses[0] == pytest.approx(float(expected), abs=1e-5)
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5)
+
+
+def test_every_minibatch_steps_and_each_epoch_reshuffles(tiny_model):
+    """Defect: minibatches were validated by rollouts but split by prompts; the order was reused per epoch."""
+    batch = _batch_with_own_logprobs(tiny_model)  # 3 prompts
+    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=LossConfig(), threads=2, epochs=3, minibatches=3)
+    learner.set_reference()
+    orders, steps = [], []
+    original_split, original_step = torch.Tensor.tensor_split, learner.updater.step
+    torch.Tensor.tensor_split = lambda self, n: (orders.append(self.tolist()), original_split(self, n))[1]
+    learner.updater.step = lambda: (steps.append(1), original_step())[1]
+    try:
+        learner.train_step(batch)
+    finally:
+        torch.Tensor.tensor_split = original_split
+    assert len(steps) == 9  # 3 epochs x 3 minibatches, one prompt each
+    assert len(orders) == 3 and len({tuple(o) for o in orders}) > 1
+
+
+def test_forwards_run_without_dropout(tmp_path, tiny_model):
+    """Defect: log-probs were computed in train mode with dropout on; pi_old and pi then differ by noise."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.config.attention_dropout = 0.5
+    model.save_pretrained(tmp_path)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / f).write_bytes((__import__("pathlib").Path(tiny_model) / f).read_bytes())
+    learner = LearnerClass(str(tmp_path), optim=OptimSpec(lr=1e-3), loss=LossConfig(), threads=2)
+    groups = groups_of(PROMPTS, COMPLETIONS)
+    batch = make_train_batch(groups, [[0.0] * len(g) for g in groups])
+    learner.model.train()
+    with torch.no_grad():
+        first, second = learner._logprobs(learner.model, batch)[0], learner._logprobs(learner.model, batch)[0]
+    assert torch.equal(first, second)
+    assert learner.model.training  # dropout is zeroed, not switched off by eval()
+
+
+def test_scaled_heads_fall_back_to_the_logits_path(tmp_path):
+    """Defect: heads that scale their logits (Cohere's logit_scale) passed the fused-head check."""
+    from transformers import CohereConfig, CohereForCausalLM
+
+    from rlvr.forward import fused_head_matches
+
+    config = CohereConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=1, num_key_value_heads=1, logit_scale=0.25)
+    model = CohereForCausalLM(config)
+    assert not fused_head_matches(model, torch.device("cpu"))
+    config.logit_scale = 1.0
+    assert fused_head_matches(CohereForCausalLM(config), torch.device("cpu"))
+
+
+def test_reference_forward_only_when_asked(tiny_model):
+    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=LossConfig(), threads=2)
+    learner.set_reference()
+    assert learner.reference is None  # no KL term, no metric asked: no second model, no extra forward
+    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=LossConfig(kl_coef=0.1), threads=2)
+    learner.set_reference()
+    assert learner.reference is not None

@@ -7,7 +7,7 @@ import ray
 import torch
 
 from rlvr.batch import make_train_batch
-from rlvr.kernels import PolicyLossConfig
+from rlvr.config import LossConfig
 from rlvr.learner import Learner
 from rlvr.optim import OptimSpec, schedule
 from rlvr.types import Rollout, Sample, ScoredRollout, TermResult
@@ -35,7 +35,7 @@ def batch():
 @pytest.mark.ray
 @pytest.mark.parametrize("stage", [0, 2])
 def test_deepspeed_matches_torch(ray_cluster, tiny_model, stage):
-    common = dict(optim=OptimSpec(lr=1e-2), loss=PolicyLossConfig(), micro_batch_size=4, threads=1, minibatches=2)
+    common = dict(optim=OptimSpec(lr=1e-2), loss=LossConfig(), micro_batch_size=4, threads=1, minibatches=2)
     learners = [Learner.remote(tiny_model, **common), Learner.remote(tiny_model, backend="deepspeed", zero_stage=stage, **common)]
     data = batch()
     for _ in range(2):

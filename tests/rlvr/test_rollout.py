@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 from rlvr.batch import make_train_batch
 from rlvr.learner import Learner
 from rlvr.optim import OptimSpec
-from rlvr.kernels import PolicyLossConfig
+from rlvr.config import LossConfig
 from rlvr.rollout import RolloutWorker, SamplingSpec
 from rlvr.types import Sample, ScoredRollout, TermResult
 
@@ -27,7 +27,7 @@ def worker(ray_cluster, tiny_model):
 
 @pytest.fixture(scope="module")
 def learner(ray_cluster, tiny_model):
-    handle = Learner.remote(tiny_model, optim=OptimSpec(lr=1e-2), loss=PolicyLossConfig(), threads=2)
+    handle = Learner.remote(tiny_model, optim=OptimSpec(lr=1e-2), loss=LossConfig(), threads=2)
     ray.get(handle.ready.remote())
     yield handle
     ray.kill(handle)

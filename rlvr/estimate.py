@@ -1,0 +1,101 @@
+"""From scored groups to the learner's TrainBatch: the advantage stage, chosen once when the run is built.
+
+    stage = build_stage(cfg, model_path)         # rlvr/cluster.py: starts the critic / teacher it needs
+    stage.prepare(learner)                       # once, after SFT: the critic starts from the policy
+    batch = stage.make_batch(scored_PG)          # advantages (and values, returns, teacher log-probs)
+    critic_metrics = stage.update(batch)         # starts PPO's critic update beside the policy's
+    metrics = ray.get(learner.train_step.remote(batch)) | critic_metrics()
+
+`OutcomeAdvantages`: one advantage per rollout from the table in `rlvr/advantages.py` (GRPO, Dr. GRPO,
+RLOO, REINFORCE++, REINFORCE++-baseline). `CriticAdvantages`: PPO (Schulman et al. 2017) with GAE over the
+critic's values, the outcome reward on each completion's last token; the critic trains on the returns
+while the policy trains. `WithTeacher`: adds a distillation teacher's log-probs of the sampled tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Protocol
+
+import ray
+import torch
+
+from rlvr.advantages import gae, group_advantages, outcome_token_rewards, scale
+from rlvr.batch import TrainBatch, make_train_batch
+from rlvr.types import ScoredRollout
+
+Pending = Callable[[], dict[str, float]]
+
+
+def _none() -> dict[str, float]:
+    return {}
+
+
+class AdvantageStage(Protocol):
+    def prepare(self, learner) -> None: ...
+
+    def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch: ...
+
+    def update(self, batch: TrainBatch) -> Pending: ...
+
+
+def rewards_of(scored_PG: list[list[ScoredRollout]]) -> torch.Tensor:
+    """[P, G] rewards, NaN where a reward failed (groups of a step all have G rollouts)."""
+    return torch.tensor([[s.reward for s in group] for group in scored_PG], dtype=torch.float32)
+
+
+class OutcomeAdvantages:
+    def __init__(self, estimator: str, norm: str) -> None:
+        self.estimator, self.norm = estimator, norm
+
+    def prepare(self, learner) -> None:
+        pass
+
+    def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
+        if self.estimator == "none":  # pure distillation: the teacher supplies every token's signal
+            return make_train_batch(scored_PG, [[0.0] * len(g) for g in scored_PG])
+        advantages_P_G = group_advantages(rewards_of(scored_PG), self.estimator, self.norm)
+        return make_train_batch(scored_PG, advantages_P_G.tolist())
+
+    def update(self, batch: TrainBatch) -> Pending:
+        return _none
+
+
+class CriticAdvantages:
+    def __init__(self, critic, gamma: float, lam: float, norm: str, from_policy: bool) -> None:
+        self.critic, self.gamma, self.lam, self.from_policy = critic, gamma, lam, from_policy
+        self.norm = "batch" if norm == "auto" else norm
+
+    def prepare(self, learner) -> None:
+        if self.from_policy:  # the trunk starts from the policy as it is now (after SFT)
+            ray.get(self.critic.load_policy_weights.remote(learner.named_weights.remote()))
+
+    def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
+        zeros = [[0.0] * len(g) for g in scored_PG]
+        batch = make_train_batch(scored_PG, zeros)  # drops failed rewards and empty completions
+        rewards_B = torch.tensor([s.reward for g in scored_PG for s in g if s.ok and s.rollout.num_tokens])
+        mask = batch.completion_mask_B_Lc
+        values = ray.get(self.critic.values.remote(batch))
+        advantages, returns = gae(outcome_token_rewards(rewards_B, mask), values, mask, self.gamma, self.lam)
+        advantages = torch.where(mask, scale(advantages, mask, self.norm), 0.0)
+        return dataclasses.replace(batch, advantages_B_Lc=advantages, returns_B_Lc=returns, values_B_Lc=values)
+
+    def update(self, batch: TrainBatch) -> Pending:
+        ref = self.critic.train_step.remote(batch)
+        return lambda: ray.get(ref)
+
+
+class WithTeacher:
+    def __init__(self, inner: AdvantageStage, teacher) -> None:
+        self.inner, self.teacher = inner, teacher
+
+    def prepare(self, learner) -> None:
+        self.inner.prepare(learner)
+
+    def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
+        batch = self.inner.make_batch(scored_PG)
+        return dataclasses.replace(batch, teacher_logprobs_B_Lc=ray.get(self.teacher.logprobs.remote(batch)))
+
+    def update(self, batch: TrainBatch) -> Pending:
+        return self.inner.update(batch)

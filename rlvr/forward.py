@@ -1,0 +1,97 @@
+"""The learner-side forward pass over a TrainBatch, shared by the policy, the reference, the critic and a
+distillation teacher.
+
+Each prompt runs once; every completion of it then runs on the prompt's cached keys and values (gradients
+flow through the cache into the prompt's computation, as in a full forward). `completion_states` returns,
+for every completion token, the state that predicts it: the last hidden state (the fused LM head, the
+critic's value head) or the logits (heads that are not a plain linear map).
+"""
+
+from __future__ import annotations
+
+
+import torch
+
+from rlvr.batch import PAD, TrainBatch
+from rlvr.kernels import linear_logprobs, logits_logprobs
+
+
+
+def completion_states(run: torch.nn.Module, batch: TrainBatch, device: torch.device, hidden: bool) -> torch.Tensor:
+    """[B, Lc, H] last hidden states (`hidden`, `run` a base model) or [B, Lc, V] logits (`run` a causal LM);
+    position t is the state after completion token t - 1, which predicts token t."""
+    prompts = batch.prompts_P_Lp.to(device)
+    completions = batch.completions_B_Lc.to(device)
+    index = batch.prompt_index_B.to(device)
+    prompt_mask, mask = prompts != PAD, completions != PAD
+    prompt_len = prompt_mask.sum(1)
+    inputs = completions[:, :-1].clamp(min=0)  # completion token t predicts token t + 1
+    positions = prompt_len[index, None] + torch.arange(inputs.shape[1], device=device)
+    attention = torch.cat([prompt_mask[index], mask[:, :-1]], 1).long()
+    pick = (lambda out: out.last_hidden_state) if hidden else (lambda out: out.logits)
+    first = run(input_ids=prompts.clamp(min=0), attention_mask=prompt_mask.long(),
+                position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
+    states = pick(first)[index, -1:]  # left-padded: the last column is each prompt's last token
+    if inputs.shape[1]:
+        cache = first.past_key_values
+        cache.batch_select_indices(index)
+        rest = run(input_ids=inputs, attention_mask=attention, position_ids=positions, past_key_values=cache)
+        states = torch.cat([states, pick(rest)], 1)
+    return states
+
+
+def token_logprobs(model: torch.nn.Module, batch: TrainBatch, *, temperature: float, fused_head: bool,
+                   compute_dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob and entropy of every completion token, [B, Lc] fp32 (0 at padding)."""
+    mask = (batch.completions_B_Lc != PAD).to(device)
+    targets = batch.completions_B_Lc.to(device)[mask]
+    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
+    with autocast:
+        if fused_head:
+            states = completion_states(model.base_model, batch, device, hidden=True)
+            head = model.get_output_embeddings()
+            hidden_N = states[mask]
+            logprobs_N, entropy_N = linear_logprobs(hidden_N, head.weight.to(hidden_N.dtype), targets, temperature)
+        else:
+            states = completion_states(model, batch, device, hidden=False)
+            logprobs_N, entropy_N = logits_logprobs(states[mask], targets, temperature)
+    logprobs = torch.zeros(mask.shape, dtype=torch.float32, device=device)
+    entropy = torch.zeros(mask.shape, dtype=torch.float32, device=device)
+    logprobs[mask] = logprobs_N.float()
+    entropy[mask] = entropy_N.float()
+    return logprobs, entropy
+
+
+def fused_head_matches(model: torch.nn.Module, device: torch.device, tol: float = 1e-4) -> bool:
+    """Whether hidden_state @ lm_head.weight^T reproduces `model(...).logits` on a few tokens.
+
+    Heads that scale or soft-cap their logits (Cohere's logit_scale, MiniCPM's width scaling, Falcon-H1's
+    multipliers, Gemma's soft-capping, possibly under `text_config`) are not a plain linear map; no list
+    of config names catches them all, so the check is the output itself. A bias is a mismatch too.
+    """
+    head = model.get_output_embeddings()
+    if head is None or getattr(head, "bias", None) is not None:
+        return False
+    ids = torch.arange(1, 9, device=device)[None] % model.config.get_text_config().vocab_size
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+        fused = out.hidden_states[-1].float() @ head.weight.float().T
+        logits = out.logits.float()
+    scale = logits.abs().max().clamp(min=1.0)
+    return bool(((fused - logits).abs().max() / scale) <= tol)
+
+
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Zero every dropout probability: log-probs for the ratio must be deterministic, as the sampler's are.
+
+    Not `eval()`: activation checkpointing and some models' train-mode paths need `training` on.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for owner in (module, getattr(module, "config", None)):
+            # Attention modules copy e.g. config.attention_dropout into a float attribute at build time.
+            for key, value in list(vars(owner).items()) if owner is not None else ():
+                if "dropout" in key and isinstance(value, float) and value > 0:
+                    setattr(owner, key, 0.0)
+    return model
