@@ -17,6 +17,7 @@ from pathlib import Path
 
 TINY = "builtin:tiny-char"
 SMOLLM2 = "builtin:smollm2-135m-instruct"
+TEACHER = "builtin:tiny-char-teacher"  # a larger tiny model trained longer on the demo task (rlvr/teacher.py)
 
 # A byte-level BPE with no merges: one token per byte, so one per character for ASCII, which keeps digits
 # apart as a tiny model needs for arithmetic. It is the format Qwen2's own tokenizer class reads (transformers
@@ -60,8 +61,15 @@ def resolve_model(path: str, tiny: TinyShape = TinyShape()) -> str:
         if not (out / "config.json").exists():
             _atomic_build(out, convert_smollm2)
         return str(out)
+    if path == TEACHER:
+        from rlvr.teacher import TEACHER_SHAPE, TEACHER_SFT_STEPS, build_tiny_teacher
+
+        out = cache_dir() / f"tiny-char-teacher-h{TEACHER_SHAPE.hidden}-l{TEACHER_SHAPE.layers}-sft{TEACHER_SFT_STEPS}"
+        if not (out / "config.json").exists():
+            _atomic_build(out, build_tiny_teacher)
+        return str(out)
     if path.startswith("builtin:"):
-        raise ValueError(f"model.path: unknown builtin model {path!r} (known: {TINY}, {SMOLLM2})")
+        raise ValueError(f"model.path: unknown builtin model {path!r} (known: {TINY}, {SMOLLM2}, {TEACHER})")
     return path
 
 
