@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from rlvr.metrics import MetricsLogger
+from rlvr.metrics import MetricsLogger, rollout_metrics
 from rlvr.scoring import RewardError, reward_metrics
 from rlvr.types import ScoredRollout
 
@@ -49,7 +49,7 @@ def run_log(path: Path) -> Iterator[Console]:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield Console(file=real, highlight=False)
+            yield Console(file=real, highlight=False, soft_wrap=True)  # a log line stays one line
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -111,6 +111,7 @@ class RewardFailures:
                 f"reward/{label}/{_STATUS_KEYS[r.status]}"
                 for s in flat for label, r in s.terms.items() if r.status != "ok" and "/" not in label
             )
-            logger.log(step, {"reward/failed": float(len(flat)), **{k: float(v) for k, v in counts.items()}})
+            logger.log(step, rollout_metrics(scored_PG) | {"reward/failed": float(len(flat))}
+                       | {k: float(v) for k, v in counts.items()})
             raise
 

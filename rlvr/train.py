@@ -35,7 +35,7 @@ SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
 def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -> dict:
     """Run SFT (if configured), evaluation and RL; `console` receives our progress lines (default: stderr)."""
     started = time.perf_counter()
-    console = console or Console(stderr=True, highlight=False)
+    console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "run_config.json", to_dict(cfg))  # config.json is the model's

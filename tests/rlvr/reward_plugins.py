@@ -63,3 +63,7 @@ class NeedsThreshold:
 
     def __call__(self, rollout) -> float:
         return float(len(rollout.completion) > self.threshold)
+
+
+def under_200_tokens(rollout) -> float:
+    return 1.0 if rollout.num_tokens < 200 else 0.0  # the README's example reward
