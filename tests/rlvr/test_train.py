@@ -93,3 +93,24 @@ def test_a_reward_that_always_raises_ends_the_run_naming_the_term_and_the_except
     (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert record["step"] == 0 and record["reward/boom/errors"] == 4.0 and record["reward/failed"] == 4.0
     assert not (out / "summary.json").exists()
+
+
+def test_zero_steps_is_sft_and_one_evaluation(ray_cluster, tiny_model, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    out, text = tmp_path / "run", io.StringIO()
+    cfg = load_config("examples/tiny_arith_grpo.toml", [
+        f"model.path={tiny_model}", "sft.steps=10", "sft.batch_size=8", "train.steps=0", "eval.size=8",
+        "data.batch_size=4", "algo.group_size=2", "data.train_size=50",
+    ])
+    summary = train(cfg, out, console=Console(file=text, width=200))
+    said = text.getvalue()
+    assert said.count("evaluating 8 held-out prompts") == 1 and "after RL" not in said
+    assert "train.steps = 0: no RL steps; the evaluation above is the run's result" in said
+    saved = (out / "summary.json").read_text()
+    assert "NaN" not in saved and json.loads(saved) == summary
+    assert summary["eval/accuracy_after_rl"] is None and summary["reward/first10_mean"] is None
+    assert summary["rl_steps"] == 0 and summary["sft/final_loss"] > 0
+    assert (out / "metrics.jsonl").read_text() == ""
