@@ -21,13 +21,15 @@ import re
 _TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*(\{)?")
 _FINAL_RE = re.compile(r"final answer is[:\s]*(.+?)(?:\.\s|\.?$|\n|I hope)", re.IGNORECASE | re.MULTILINE)
+# "... \boxed{5}. I am sure the final answer is correct.": a verdict on the box, not a new answer.
+_NOT_AN_ANSWER_RE = re.compile(r"(?:correct|incorrect|right|wrong|valid|as (?:follows|above)|above|below)\b", re.IGNORECASE)
 _HASH_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 _A_LINE_RE = re.compile(r"^\s*A:\s*(.+?)\s*$", re.MULTILINE)
 # What may sit between two boxes of one answer: spacing, punctuation, math delimiters, "and"/"or"
 # (bare or in \text{}), and a short "x =" naming the next value ("$x = \boxed{2}$ or $x = \boxed{3}$").
 _SEPARATOR_RE = re.compile(
-    r"(?:\s|[,;.&$]|\\\\|\\[,;:! ]|\\q?quad\b|\\[\[\]()]|\\hspace\*?\{[^{}]*\}|\b(?:and|or)\b"
-    r"|\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{\s*(?:and|or|,|;)?\s*\}"
+    r"(?:\s|[,;.&$]|\\\\|\\[,;:!& ]|\\q?quad\b|\\[\[\]()]|\\hspace\*?\{[^{}]*\}|\b(?:and|or)\b"
+    r"|\\(?:text|textrm|textnormal|textbf|textit|mathrm|mbox)\s*\{\s*(?:and|or|,|;)?\s*\}"
     r"|(?:\\[A-Za-z]+|[A-Za-z])(?:_\{?\w+\}?)?\s*=)*",
     re.IGNORECASE,
 )
@@ -98,9 +100,10 @@ def final_answer(text: str) -> str | None:
         return boxed_answer(inner) or inner.strip()
     found = boxes(text)
     if found:
-        statements = list(_FINAL_RE.finditer(text, found[-1][1]))
-        if statements and statements[-1].group(1).strip():
-            return statements[-1].group(1).strip()
+        statements = [m.group(1).strip() for m in _FINAL_RE.finditer(text, found[-1][1])]
+        statements = [st for st in statements if st and not _NOT_AN_ANSWER_RE.match(st)]
+        if statements:
+            return statements[-1]
         return boxed_answer(text)
     for find in (_last_match(_FINAL_RE), _last_match(_HASH_RE), _last_match(_A_LINE_RE)):
         found_text = find(text)

@@ -56,6 +56,9 @@ SEVERAL_BOXES = [  # (completion, final answer)
     (r"\boxed{1} \\ \boxed{2}", "1, 2"),
     (r"\boxed{1};\,\boxed{2}", "1, 2"),
     (r"\boxed{5}. \boxed{5}", "5"),  # the same box twice is one value
+    (r"$\boxed{1}$ \& $\boxed{2}$", "1, 2"),
+    (r"$x_1 = \boxed{1}$, $x_{2} = \boxed{2}$", "1, 2"),
+    (r"\boxed{A}\ \textbf{or}\ \boxed{C}", "A, C"),
     # negatives: text between the boxes makes the earlier one a superseded attempt
     (r"I get \boxed{1}. Hmm, that misses a case; recounting gives \boxed{2}", "2"),
     (r"\boxed{1} is wrong since 3 > 2, so \boxed{2}", "2"),
@@ -65,6 +68,7 @@ SEVERAL_BOXES = [  # (completion, final answer)
     (r"Maybe \boxed{3}. Checking again, the final answer is 7.", "7"),
     (r"The final answer is $\boxed{5}$. I hope it is correct.", "5"),
     (r"\boxed{5}\nThe final answer is $5$. I hope it is correct.", "$5$"),
+    (r"\boxed{5}. I checked it twice, so the final answer is correct.", "5"),  # a verdict, not an answer
 ]
 
 
