@@ -44,26 +44,28 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlvr bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="bench", required=True)
-    lp = sub.add_parser("logprobs", help="linear_logprobs vs logits + log_softmax + gather + entropy")
-    lp.add_argument("--tokens", type=int, default=4096)
-    lp.add_argument("--hidden", type=int, default=896)
-    lp.add_argument("--vocab", type=int, default=151936)
-    lp.add_argument("--temperature", type=float, default=1.0)
-    pl = sub.add_parser("policy-loss", help="policy_loss vs the autograd reference")
-    pl.add_argument("--batch", type=int, default=256)
-    pl.add_argument("--seq", type=int, default=4096)
-    pl.add_argument("--aggregation", default="seq-mean-token-mean")
-    pl.add_argument("--ratio-level", default="token", choices=["token", "sequence"])
-    pl.add_argument("--kl-coef", type=float, default=0.04)
-    pl.add_argument("--dual-clip", type=float, default=3.0)
+    defaults = argparse.ArgumentDefaultsHelpFormatter  # every flag's help shows its default
+    lp = sub.add_parser("logprobs", help="linear_logprobs vs logits + log_softmax + gather + entropy",
+                        formatter_class=defaults)
+    lp.add_argument("--tokens", type=int, default=4096, help="tokens (rows of hidden states)")
+    lp.add_argument("--hidden", type=int, default=896, help="hidden size (Qwen2.5-0.5B: 896)")
+    lp.add_argument("--vocab", type=int, default=151936, help="vocabulary size (Qwen2.5: 151936)")
+    lp.add_argument("--temperature", type=float, default=1.0, help="sampling temperature the logits are divided by")
+    pl = sub.add_parser("policy-loss", help="policy_loss vs the autograd reference", formatter_class=defaults)
+    pl.add_argument("--batch", type=int, default=256, help="sequences")
+    pl.add_argument("--seq", type=int, default=4096, help="tokens per sequence")
+    pl.add_argument("--aggregation", default="seq-mean-token-mean", help="loss aggregation (loss.aggregation)")
+    pl.add_argument("--ratio-level", default="token", choices=["token", "sequence"], help="importance ratio level")
+    pl.add_argument("--kl-coef", type=float, default=0.04, help="KL penalty coefficient")
+    pl.add_argument("--dual-clip", type=float, default=3.0, help="dual-clip bound c")
     for p in (lp, pl):
-        p.add_argument("--dtype", default="float32", choices=list(DTYPES))
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="dtype of inputs")
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
         p.add_argument("--repeats", type=int, default=3, help="timed steps (median reported)")
         p.add_argument("--warmup", type=int, default=1, help="untimed steps first (Triton compiles here)")
         p.add_argument("--rounds", type=int, default=1, help="fresh processes per impl, alternating impls")
         p.add_argument("--impls", default=None, help="comma-separated subset of naive,ours,liger")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="input seed")
         p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # run one impl in this process
     return parser
 

@@ -8,6 +8,9 @@ r"""`math`: 1.0 when the completion's final answer is mathematically equal to th
    with `\boxed{}` inside, or a rendered list (several golds; any may match).
 2. Prediction: the last `<answer>`, `\boxed{}`/`\fbox{}`, "the final answer is", `#### n` or `A: n`
    (extract.py); without any of these, math-verify's own extraction over the whole completion.
+   Adjacent boxes (`\boxed{(3,4)}, \boxed{(4,3)}`, `\boxed{2} and \boxed{3}`) are one answer, read as
+   the set of their contents, in the prediction and in the gold; a box followed by more reasoning
+   and another box is not (only the last counts).
 3. Equality: two plain decimal numbers are compared exactly (as `Fraction`s) without sympy, the common
    case and 20x cheaper; anything else goes through math-verify (fractions, radicals, intervals,
    tuples, sets, percentages, units and text, as far as it supports them), with the gold wrapped in

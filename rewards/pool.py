@@ -30,6 +30,7 @@ import inspect
 import math
 import multiprocessing
 import multiprocessing.connection
+import numbers
 import os
 import pickle
 import resource
@@ -88,16 +89,33 @@ def run_call(fn: Callable[[Rollout], Any], rollout: Rollout) -> Outcome:
         if inspect.isawaitable(out):
             out = asyncio.run(_awaited(out))
         if isinstance(out, RewardResult):
-            value, parts = float(out.value), {k: float(v) for k, v in out.parts.items()}
-        elif out is None:
-            raise TypeError("reward returned None; return a float (or a RewardResult)")
+            value = _real(fn, out.value, "RewardResult.value")
+            parts = {k: _real(fn, v, f"part {k!r}") for k, v in out.parts.items()}
         else:
-            value, parts = float(out), {}
-        if math.isnan(value):
-            raise ValueError("reward returned NaN")
+            value, parts = _real(fn, out, "value"), {}
         return ("ok", value, parts, "", time.perf_counter() - start)
     except BaseException as e:  # noqa: BLE001 - SystemExit from a plugin is an error too, never a dead worker
         return ("error", math.nan, {}, _first_line(e), time.perf_counter() - start)
+
+
+def _real(fn: Any, value: Any, what: str) -> float:
+    """`value` as a float when it is a finite real number; a bool, a string or None is a bug, not a score.
+
+    Silently converting `"1.0"` or `True` would hide a reward that returns the wrong thing; numpy
+    scalars are `numbers.Real` and pass.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"reward {_name(fn)} returned {type(value).__name__} {value!r:.60} as its {what}; "
+                        "return a finite real number (float/int) or a RewardResult")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"reward {_name(fn)} returned {value} as its {what}; return a finite number")
+    return value
+
+
+def _name(fn: Any) -> str:
+    target = getattr(fn, "func", fn)  # functools.partial
+    return getattr(target, "__qualname__", None) or type(target).__qualname__
 
 
 async def _awaited(awaitable: Any) -> Any:

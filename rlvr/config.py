@@ -9,9 +9,11 @@ naming the key and the file (or "command line").
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -289,7 +291,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def apply_override(cfg: Config, item: str) -> Config:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"command line: override {item!r} is not of the form key=value")
+        raise ConfigError(f"command line: override {item!r} has no '=': write key=value, e.g. algo.group_size=16")
     key = key.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
@@ -304,17 +306,33 @@ def apply_override(cfg: Config, item: str) -> Config:
         elif isinstance(node, dict) and part in node and isinstance(node[part], (dict, list)):
             node = node[part]
         else:
-            raise ConfigError(f"command line: unknown key {'.'.join(parts[: depth + 1])!r} in override {item!r}")
+            raise ConfigError(f"command line: unknown key {'.'.join(parts[: depth + 1])!r} in override {item!r}"
+                              + _did_you_mean(key, as_dict))
     leaf = parts[-1]
     if isinstance(node, list):
         if not (leaf.isdigit() and int(leaf) < len(node)):
-            raise ConfigError(f"command line: unknown key {key!r} in override {item!r}")
+            raise ConfigError(f"command line: unknown key {key!r} in override {item!r}" + _did_you_mean(key, as_dict))
         node[int(leaf)] = value
     elif leaf in node or _is_free_dict(cfg, parts[:-1]):
         node[leaf] = value
     else:
-        raise ConfigError(f"command line: unknown key {key!r} in override {item!r}")
+        raise ConfigError(f"command line: unknown key {key!r} in override {item!r}" + _did_you_mean(key, as_dict))
     return _build(Config, as_dict, where="command line")
+
+
+def _did_you_mean(key: str, as_dict: dict[str, Any]) -> str:
+    """" (did you mean 'algo.group_size'?)" for the closest known dotted keys, or ""."""
+
+    def keys(node: Any, prefix: str) -> Iterator[str]:
+        for name, value in node.items():
+            yield prefix + name
+            if isinstance(value, dict):
+                yield from keys(value, f"{prefix}{name}.")
+
+    close = difflib.get_close_matches(key, list(keys(as_dict, "")), n=3, cutoff=0.6)
+    section = [c for c in close if c.split(".")[0] == key.split(".")[0]]  # a known section: stay in it
+    close = section or close
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 def _is_free_dict(cfg: Config, parts: list[str]) -> bool:

@@ -54,7 +54,7 @@ class MetricsLogger:
                     self.writer.add_scalar(key, value, step)
         self.advance(
             f"reward {metrics.get('reward/mean', float('nan')):.3f}  len {metrics.get('response_length/mean', 0):.1f}"
-            f"  {metrics.get('timing/step_s', 0):.2f}s/step"
+            f"  {metrics.get('timing/step_s', 0):.2f}s/step" + "".join(f"  {k}" for k in reward_failure_counts(metrics))
         )
 
     def print(self, message: str) -> None:
@@ -78,6 +78,15 @@ def rollout_metrics(scored_PG: list[list[ScoredRollout]]) -> dict[str, float]:
         "tokens/prompt": float(sum(len(s.rollout.prompt_ids) for s in flat)),
         "tokens/completion": float(sum(lengths)),
     }
+
+
+def reward_failure_counts(metrics: dict[str, float]) -> list[str]:
+    """The non-zero reward/<term>/{errors,timeouts,crashes} of a step, as "math errors 3"."""
+    return [
+        f"{key[len('reward/'):].rpartition('/')[0]} {key.rpartition('/')[2]} {int(value)}"
+        for key, value in sorted(metrics.items())
+        if key.startswith("reward/") and key.endswith(("/errors", "/timeouts", "/crashes")) and value
+    ]
 
 
 def _plain(value: Any) -> Any:

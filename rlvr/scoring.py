@@ -19,6 +19,7 @@ and may keep per-prompt state), serialised by a lock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import math
 import statistics
@@ -206,7 +207,7 @@ def reward_metrics(scored_PG: Sequence[Sequence[ScoredRollout]]) -> dict[str, fl
         return {}
     rewards = [s.reward for s in flat if s.ok]
     if not rewards:
-        raise RewardError(f"every reward of the step failed ({len(flat)} rollouts); first: {_first_failure(flat)}")
+        raise RewardError(f"no rollout of the step got a reward ({len(flat)} rollouts): {failure_summary(flat)}")
     groups = [[s.reward for s in g if s.ok] for g in scored_PG if g]
     metrics = {
         "reward/mean": statistics.fmean(rewards),
@@ -230,12 +231,19 @@ def reward_metrics(scored_PG: Sequence[Sequence[ScoredRollout]]) -> dict[str, fl
     return metrics
 
 
-def _first_failure(flat: Sequence[ScoredRollout]) -> str:
+def failure_summary(flat: Sequence[ScoredRollout]) -> str:
+    """Which terms failed how often, each with its first message: "term 'math' error on 32/32 (ValueError: boom)"."""
+    first: dict[tuple[str, str], str] = {}
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
     for s in flat:
         for label, result in s.terms.items():
-            if result.status != "ok":
-                return f"term {label!r} {result.status}: {result.error}"
-    return "no term failed, yet no reward is finite"
+            if result.status != "ok" and "/" not in label:
+                counts[label, result.status] += 1
+                first.setdefault((label, result.status), result.error)
+    if not counts:
+        return "no term failed, yet no reward is finite"
+    return "; ".join(f"term {label!r} {status} on {n}/{len(flat)} ({first[label, status]})"
+                     for (label, status), n in counts.items())
 
 
 @ray.remote(num_cpus=0)  # its worker processes do the CPU work; reserving a core here would starve tiny clusters

@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import ray
+from rich.console import Console
 
 from rlvr.checkpoint import write_json_atomic
 from rlvr.cluster import build_learner, build_rollout_workers, build_stage, build_weight_sync, placement, ray_cluster
 from rlvr.config import Config, to_dict
+from rlvr.console import RewardFailures
 from rlvr.data import PromptStream, load_splits
 from rlvr.evaluate import correctness_label, evaluate, first_last_mean
 from rlvr.optim import OptimSpec
@@ -22,13 +24,15 @@ from rlvr.metrics import MetricsLogger, rollout_metrics
 from rlvr.models import TinyShape, resolve_model
 from rlvr.rollout import SamplingSpec
 from rlvr.sampling import DynamicSampling, OnePass, generate_and_score
-from rlvr.scoring import build_reward_service, reward_metrics
+from rlvr.scoring import build_reward_service
 
 SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
 
 
-def train(cfg: Config, output_dir: str | Path) -> dict:
+def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -> dict:
+    """Run SFT (if configured), evaluation and RL; `console` receives our progress lines (default: stderr)."""
     started = time.perf_counter()
+    console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "run_config.json", to_dict(cfg))  # config.json is the model's
@@ -44,12 +48,14 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
     eval_tokens = cfg.eval.max_tokens or cfg.rollout.max_tokens
     summary: dict = {"model": model_path, "output_dir": str(out)}
 
+    console.print("starting Ray")
     with ray_cluster(cfg):
         learner_options, worker_options = placement(cfg)
         learner = build_learner(cfg, model_path, learner_options)
         workers = build_rollout_workers(cfg, model_path, worker_options)
         reward_service = build_reward_service(cfg.reward)
         stage = build_stage(cfg, model_path)  # advantages: a table estimator, or PPO's critic; a teacher
+        console.print(f"loading the model ({model_path}) into the learner and {len(workers)} vLLM engine(s)")
         ray.get([learner.ready.remote()] + [w.ready.remote() for w in workers])
         weight_sync = build_weight_sync(cfg, learner, workers)
         draw = functools.partial(generate_and_score, workers, reward_service)
@@ -57,13 +63,15 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
             DynamicSampling(draw, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
             if cfg.algo.dynamic_sampling else OnePass(draw)
         )
-        logger = MetricsLogger(out, total_steps=cfg.train.steps)
+        logger = MetricsLogger(out, total_steps=cfg.train.steps, console=console)
+        failures = RewardFailures(logger.print)
         try:
             if cfg.sft.steps:
                 summary |= cold_start(cfg, learner, splits.sft, logger)
                 weight_sync.push(version=0)
             ray.get(learner.set_reference.remote())
             stage.prepare(learner)
+            logger.print(f"evaluating {len(splits.held_out)} held-out prompts (greedy)")
             before = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
             logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
 
@@ -76,6 +84,7 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
                                     cfg.rollout.top_p, seed=cfg.rollout.seed * 100_003 + step)
                 sampled = sampler.sample(prompts, spec)
                 scored_PG, times = sampled.train_PG, sampled.times
+                step_rewards = failures.check_step(step, sampled.all_PG, logger)  # raises if no reward at all
                 batch = stage.make_batch(scored_PG)
                 train_start = time.perf_counter()
                 critic_metrics = stage.update(batch)  # PPO's critic trains beside the policy
@@ -87,7 +96,7 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                     metrics |= evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
                 step_s = time.perf_counter() - step_start
-                metrics |= reward_metrics(sampled.all_PG) | rollout_metrics(sampled.all_PG) | {
+                metrics |= step_rewards | rollout_metrics(sampled.all_PG) | {
                     "sampling/rounds": sampled.rounds,
                     "timing/generate_s": times.generate_s, "timing/reward_s": times.reward_s,
                     "timing/train_s": train_s, "timing/sync_s": sync_s, "timing/step_s": step_s,
@@ -96,13 +105,17 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
                 logger.log(step, metrics)
                 rewards_per_step.append(metrics["reward/mean"])
 
-            after = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
-            logger.print(f"held-out greedy accuracy after RL: {after['eval/accuracy']:.3f}")
+            if cfg.train.steps:
+                after = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
+                logger.print(f"held-out greedy accuracy after RL: {after['eval/accuracy']:.3f}")
+            else:  # summary.json gets nulls, not NaN, for what was not run
+                after = {"eval/accuracy": None}
+                logger.print("train.steps = 0: no RL steps; the evaluation above is the run's result")
             ray.get(learner.save.remote(str(out)))
         finally:
             logger.close()
 
-    start_reward, end_reward = first_last_mean(rewards_per_step) if rewards_per_step else (float("nan"),) * 2
+    start_reward, end_reward = first_last_mean(rewards_per_step) if rewards_per_step else (None, None)
     summary |= {
         "eval/accuracy_before_rl": before["eval/accuracy"],
         "eval/accuracy_after_rl": after["eval/accuracy"],

@@ -70,3 +70,22 @@ class ScoredRollout:
     @property
     def ok(self) -> bool:
         return not math.isnan(self.reward)
+
+
+@dataclass(frozen=True, eq=False)
+class Unknown:
+    """A rollout field its source did not provide (a `rlvr verify` row without token ids or finish reason).
+
+    Reading it raises instead of reading as 0 tokens or "stop": a length reward scored on a made-up 0
+    gives a 2,500-character completion full marks. Stands in for `completion_ids` (so `num_tokens`
+    raises) or for `finish_reason` (so comparing it raises).
+    """
+
+    field: str
+    hint: str
+
+    def _fail(self, *args: object) -> Any:
+        raise LookupError(f"{self.field} is unknown: {self.hint}")
+
+    __len__ = __iter__ = __getitem__ = __bool__ = __eq__ = __ne__ = __contains__ = _fail
+    __hash__ = None  # type: ignore[assignment]

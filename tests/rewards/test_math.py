@@ -120,6 +120,33 @@ def test_answer_forms(completion, gold, expected):
 
 
 # (file, answer key): each data set's own answer field scores a completion that boxes its answer.
+# An answer spread over several boxes, in the response and in the gold: (completion, gold, expected).
+SEVERAL_BOXES = [
+    (r"so \boxed{(3,4)}, \boxed{(4,3)}", "(3,4),(4,3)", True),
+    (r"so \boxed{(4,3)}, \boxed{(3,4)}", "(3,4),(4,3)", True),  # a set: order is free
+    (r"$\boxed{a=7} \quad\text{and}\quad \boxed{b=-1}$", "a=7, b=-1", True),
+    (r"$\boxed{a=7} \quad\text{and}\quad \boxed{b=-1}$", "7, -1", True),
+    (r"$\boxed{a=7} \quad\text{and}\quad \boxed{b=-1}$", "a=7, b=1", False),
+    (r"The roots are $\boxed{2}$ and $\boxed{3}$.", "2, 3", True),
+    (r"The roots are $\boxed{2}$ and $\boxed{3}$.", "3", False),  # half the answer is not the answer
+    (r"$x=\boxed{-1}$ or $x=\boxed{4}$", "-1, 4", True),
+    (r"The final answer is $2, 3$.", r"$\boxed{2}$ and $\boxed{3}$", True),  # the gold has the boxes
+    (r"\boxed{3}", r"$\boxed{2}$ and $\boxed{3}$", False),
+    # boxed, argued on, boxed again: the last box alone is the answer
+    (r"I get \boxed{1}. Hmm, that misses a case; recounting gives \boxed{2}", "2", True),
+    (r"I get \boxed{1}. Hmm, that misses a case; recounting gives \boxed{2}", "1, 2", False),
+    (r"I get \boxed{1}. Hmm, that misses a case; recounting gives \boxed{2}", "1", False),
+    # a later explicit statement wins over an earlier box
+    (r"So \boxed{3}. Wait, I dropped a term: the final answer is 7.", "7", True),
+    (r"So \boxed{3}. Wait, I dropped a term: the final answer is 7.", "3", False),
+]
+
+
+@pytest.mark.parametrize(("completion", "gold", "expected"), SEVERAL_BOXES)
+def test_several_boxes(completion, gold, expected):
+    assert is_equivalent(completion, gold) is expected
+
+
 DATASETS = [
     ("gsm8k/test.jsonl", "answer"),  # worked solution ending in "#### n"
     ("math/train.jsonl", "answer"),  # LaTeX

@@ -45,3 +45,25 @@ def allocates(rollout) -> float:
 
 def pid(rollout) -> float:
     return float(os.getpid())  # which worker process scored the call
+
+
+def boom(rollout) -> float:
+    raise ValueError("boom")
+
+
+def returns_text(rollout):
+    return "1.0"  # a common plugin bug: must be an error, not silently 1.0
+
+
+class NeedsThreshold:
+    """A parameterised reward with a required argument (for the wrong-kwargs check)."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def __call__(self, rollout) -> float:
+        return float(len(rollout.completion) > self.threshold)
+
+
+def under_200_tokens(rollout) -> float:
+    return 1.0 if rollout.num_tokens < 200 else 0.0  # the README's example reward

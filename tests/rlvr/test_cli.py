@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,10 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.tom
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_dry_run_validates_every_example_and_starts_nothing(path, capsys, tmp_path):
+def test_dry_run_validates_every_example_and_starts_nothing(path, capsys, tmp_path, monkeypatch):
+    cfg = load_config(path)
+    if any("shared/data" in s and not (path.parents[1] / s).exists() for s in (cfg.data.source, cfg.data.eval_source)):
+        monkeypatch.setattr("rlvr.preflight.check_source", lambda *args: None)  # no ../shared/data: skip the data check
     out = tmp_path / "run"
     assert main(["train", str(path), "--output-dir", str(out), "--dry-run", "--max-steps", "3", "algo.epochs=2"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -37,3 +43,43 @@ def test_missing_data_file_fails_before_anything_starts(capsys, tmp_path):
 def test_stray_arguments_are_rejected(tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(tmp_path), "--bogus"])
+
+
+@pytest.mark.parametrize(("override", "names"), [
+    ('reward.terms=[{name="reasoning_gim"}]', "unknown reward 'reasoning_gim'"),
+    ('reward.terms=[{name="my_plugins.rewards:score"}]', "cannot import 'my_plugins.rewards'"),
+    ('reward.terms=[{name="math", kwargs={strictt=true}}]', "reward 'math': bad kwargs ['strictt']"),
+])
+def test_dry_run_rejects_a_bad_reward_in_seconds_without_starting_anything(override, names, tmp_path):
+    # A fresh process, as a user runs it: the time includes every import, and Ray must stay down.
+    out = tmp_path / "run"
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "rlvr.cli", "train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out),
+         "--dry-run", override], capture_output=True, text=True, timeout=60,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2 and elapsed < 15, (done.returncode, elapsed)
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("rlvr: reward error: reward.terms[0]") and names in line
+    assert done.stdout == "" and not out.exists()
+    assert "ray" not in done.stderr.lower()
+
+
+def test_negative_max_steps_and_unknown_override_keys(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(tmp_path), "--max-steps", "-1"])
+    assert "--max-steps: must be >= 0" in capsys.readouterr().err
+    assert main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(tmp_path), "algo.group_sise=4"]) == 2
+    assert "(did you mean 'algo.group_size'?)" in capsys.readouterr().err
+    assert main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(tmp_path), "--dry-run",
+                 "algo.group_size"]) == 2
+    assert "override 'algo.group_size' has no '=': write key=value" in capsys.readouterr().err
+
+
+def test_dry_run_prints_reward_terms_and_warnings(capsys, tmp_path):
+    assert main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(tmp_path / "run"), "--dry-run",
+                 "rollout.max_num_seqs=64"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("rlvr: warning: rollout.max_num_seqs = 64 is below the 512 sequences")
+    assert err[1] == "reward terms: reasoning_gym x1 (rlvr.rewards.reasoning_gym:reasoning_gym_score)"

@@ -66,10 +66,11 @@ def test_overrides():
 
 
 @pytest.mark.parametrize("item, message", [
-    ("algo.grup_size=3", "unknown key 'algo.grup_size'"),
-    ("nosection.x=1", "unknown key 'nosection'"),
+    ("algo.grup_size=3", r"unknown key 'algo.grup_size' .*\(did you mean 'algo.group_size'\?\)$"),
+    ("algos.group_size=3", r"unknown key 'algos' .*\(did you mean 'algo.group_size'\?\)$"),
+    ("nosection.x=1", "unknown key 'nosection' in override 'nosection.x=1'$"),  # nothing close: no guess
     ("reward.terms.5.weight=1", "unknown key"),
-    ("algo.group_size", "not of the form key=value"),
+    ("algo.group_size", "override 'algo.group_size' has no '=': write key=value"),
 ])
 def test_bad_overrides(item, message):
     with pytest.raises(ConfigError, match=message):

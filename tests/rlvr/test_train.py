@@ -62,3 +62,55 @@ def test_summary_and_final_weights(run, tiny_model):
     assert len(AutoTokenizer.from_pretrained(out)) == 264
     assert json.loads((out / "run_config.json").read_text())["train"]["steps"] == 3
     assert not list(out.glob(".*tmp*"))  # no temporary folders left behind
+
+
+def test_a_reward_that_always_raises_ends_the_run_naming_the_term_and_the_exception(
+    ray_cluster, tiny_model, tmp_path, capsys, monkeypatch
+):
+    from pathlib import Path
+
+    from rlvr.cli import main
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the driver resolves the plugin by its dotted path
+    out = tmp_path / "run"
+    code = main([
+        "train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out), "--max-steps", "2",
+        f"model.path={tiny_model}", "sft.steps=0", "eval.size=4", "data.batch_size=2", "algo.group_size=2",
+        "data.train_size=50", "reward.terms=[{name=\"tests.rlvr.reward_plugins:boom\"}]",
+    ])
+    err = capsys.readouterr().err.strip().splitlines()
+    print("\n".join(err))  # shown on failure: what a user sees
+    assert code == 1
+    # the last line is the error; it names the term, the kind and the exception with its message
+    assert err[-1].startswith("rlvr: reward error: no rollout of the step got a reward (4 rollouts)")
+    assert "term 'boom' error on 4/4 (ValueError: boom)" in err[-1]
+    assert err[-2] == f"rlvr: run log (vLLM, Ray): {out / 'run.log'}"
+    # the first failure was printed when it happened, once, with its sample
+    first = [line for line in err if line.startswith("reward term 'boom': error on sample")]
+    assert len(first) == 1 and "ValueError: boom" in first[0] and "reward/boom/errors" in first[0]
+    assert any(line.startswith("reward terms: boom x1 (tests.rlvr.reward_plugins:boom)") for line in err)
+    # the attempted step is in metrics.jsonl with its failure counts; nothing else is
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["step"] == 0 and record["reward/boom/errors"] == 4.0 and record["reward/failed"] == 4.0
+    assert not (out / "summary.json").exists()
+
+
+def test_zero_steps_is_sft_and_one_evaluation(ray_cluster, tiny_model, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    out, text = tmp_path / "run", io.StringIO()
+    cfg = load_config("examples/tiny_arith_grpo.toml", [
+        f"model.path={tiny_model}", "sft.steps=10", "sft.batch_size=8", "train.steps=0", "eval.size=8",
+        "data.batch_size=4", "algo.group_size=2", "data.train_size=50",
+    ])
+    summary = train(cfg, out, console=Console(file=text, width=200))
+    said = text.getvalue()
+    assert said.count("evaluating 8 held-out prompts") == 1 and "after RL" not in said
+    assert "train.steps = 0: no RL steps; the evaluation above is the run's result" in said
+    saved = (out / "summary.json").read_text()
+    assert "NaN" not in saved and json.loads(saved) == summary
+    assert summary["eval/accuracy_after_rl"] is None and summary["reward/first10_mean"] is None
+    assert summary["rl_steps"] == 0 and summary["sft/final_loss"] > 0
+    assert (out / "metrics.jsonl").read_text() == ""

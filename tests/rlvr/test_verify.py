@@ -53,3 +53,48 @@ def test_usage_errors(tmp_path, capsys):
     assert main([str(path), "--reward", "kimi_length", "--answer-key", "gold", "--response-key", "response"]) == 2
     with pytest.raises(SystemExit, match="has no key 'answer'"):
         main([str(path), "--reward", "math", "--answer-key", "answer", "--response-key", "response", "--workers", "0"])
+
+
+@pytest.fixture
+def plugins_importable(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
+LONG = {"id": "long", "gold": "5", "response": "x" * 2500}
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_num_tokens_is_unknown_without_tokens_key(tmp_path, capsys, plugins_importable, workers):
+    # the README's `num_tokens < 200` reward on a 2,500-character completion: no silent full marks
+    path = write(tmp_path, [LONG])
+    args = [str(path), "--reward", "reward_plugins:under_200_tokens", "--answer-key", "gold", "--response-key",
+            "response", "--workers", workers]
+    assert main(args) == 1
+    text = capsys.readouterr().out
+    assert "error: 1" in text
+    assert "first error: row 0 (id 'long'): LookupError: num_tokens is unknown" in text and "--tokens-key" in text
+    path = write(tmp_path, [LONG | {"tokens": 2500}])
+    assert main(args + ["--tokens-key", "tokens"]) == 0
+    assert "mean reward: 0.0000" in capsys.readouterr().out
+
+
+def test_finish_reason_is_unknown_unless_the_rows_give_it(tmp_path, capsys, plugins_importable):
+    path = write(tmp_path, [LONG, LONG | {"id": "cut", "finish_reason": "length"}])
+    args = [str(path), "--reward", "truncation", "--answer-key", "gold", "--response-key", "response", "--workers", "0"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "ok: 1" in text and "error: 1" in text and "first error: row 0 (id 'long'): LookupError: finish_reason is unknown" in text
+
+
+def test_a_reward_returning_text_is_an_error_naming_its_type(tmp_path, capsys, plugins_importable):
+    path = write(tmp_path, ROWS[:1])
+    assert main([str(path), "--reward", "reward_plugins:returns_text", "--answer-key", "gold", "--response-key",
+                 "response"]) == 1
+    assert "first error: row 0 (id 'a'): TypeError: reward returns_text returned str '1.0'" in capsys.readouterr().out
+
+
+def test_missing_input_is_one_line(tmp_path, capsys):
+    assert run(tmp_path / "nowhere.jsonl") == 2
+    assert capsys.readouterr().err == f"rlvr verify: input file not found: {tmp_path / 'nowhere.jsonl'}\n"
