@@ -1,39 +1,22 @@
 """The learner's log-probs (shared-prompt forward, fused head) against a plain full forward, and its updates."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
+
+sys.path.insert(0, str(Path(__file__).parent))
+from learner_cases import COMPLETIONS, PROMPTS, full_forward_logprobs, groups_of  # noqa: E402
 
 from rlvr.batch import make_train_batch
 from rlvr.config import LossConfig
 from rlvr.learner import Learner
 from rlvr.optim import OptimSpec
-from rlvr.types import Rollout, Sample, ScoredRollout, TermResult
+from rlvr.types import Sample
 
 LearnerClass = Learner.__ray_actor_class__  # the actor's own class, run in this process
-
-
-def groups_of(prompts, completions_per_prompt, logprobs=None):
-    groups = []
-    for i, (prompt, completions) in enumerate(zip(prompts, completions_per_prompt)):
-        sample = Sample(id=str(i), prompt="", answer="")
-        group = []
-        for j, c in enumerate(completions):
-            lps = logprobs[i][j] if logprobs else (-1.0,) * len(c)
-            group.append(ScoredRollout(Rollout(sample, "", "stop", tuple(c), tuple(lps), tuple(prompt), 0), float(j % 2), {"t": TermResult(float(j % 2))}))
-        groups.append(group)
-    return groups
-
-
-PROMPTS = [(257, 20, 21, 22, 258), (257, 30, 258), (257, 40, 41, 42, 43, 44, 45, 258)]
-COMPLETIONS = [[(22, 23, 260), (24,)], [(25, 26, 27, 28, 260), (29, 260), (31, 260)], [(33, 260)]]
-
-
-def full_forward_logprobs(model, prompt, completion):
-    ids = torch.tensor([list(prompt) + list(completion)])
-    with torch.no_grad():
-        logits = model(ids).logits[0, len(prompt) - 1 : -1]
-    return torch.log_softmax(logits.double(), -1).gather(1, torch.tensor(completion)[:, None]).squeeze(1)
 
 
 @pytest.mark.parametrize("fused_head", [True, False])
