@@ -27,7 +27,7 @@ import collections
 import math
 from collections.abc import Sequence
 
-from rlvr.rewards.length_group import CORRECT_AT
+from rlvr.correctness import CORRECT_AT
 from rlvr.rewards.registry import register
 from rlvr.types import Rollout
 

@@ -31,6 +31,7 @@ from typing import Any
 import ray
 
 from rlvr.config import RewardConfig, RewardTermConfig
+from rlvr.correctness import correctness_label, term_label
 from rlvr.rewards import registry
 from rlvr.rewards.pool import DeadlinePool, Outcome
 from rlvr.types import Rollout, ScoredRollout, TermResult
@@ -51,7 +52,7 @@ class Term:
 def build_terms(configs: Sequence[RewardTermConfig]) -> tuple[Term, ...]:
     terms = []
     for cfg in configs:
-        label = cfg.label or cfg.name.rpartition(":")[2]
+        label = term_label(cfg)
         if "/" in label or label in {t.label for t in terms}:
             raise ValueError(f"reward term label {label!r} is duplicated or contains '/'; set a distinct `label`")
         fn = registry.resolve(cfg.name, cfg.kwargs)
@@ -79,7 +80,7 @@ class Scorer:
         self._per_rollout = [t for t in self.terms if not t.group]
         self._group = [t for t in self.terms if t.group]
         labels = [t.label for t in self._per_rollout]
-        self.correctness = correctness or (labels[0] if labels else "")
+        self.correctness = correctness_label(terms, correctness) if labels else correctness
         if self._group and self.correctness not in labels:
             raise ValueError(f"correctness term {self.correctness!r} is not a per-rollout term (have {labels})")
         self._pool = DeadlinePool([t.fn for t in self._per_rollout], workers=workers, timeout_s=timeout_s,

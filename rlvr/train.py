@@ -19,7 +19,8 @@ from rlvr.checkpoint import write_json_atomic
 from rlvr.cluster import build_learner, build_rollout_workers, build_weight_sync, placement, ray_cluster
 from rlvr.config import Config, to_dict
 from rlvr.data import PromptStream, load_splits
-from rlvr.evaluate import correctness_label, evaluate, first_last_mean
+from rlvr.correctness import Correctness, correctness_label
+from rlvr.evaluate import evaluate, first_last_mean
 from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
 from rlvr.models import TinyShape, resolve_model
@@ -43,7 +44,7 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
     )
     m = cfg.model
     model_path = resolve_model(m.path, TinyShape(m.tiny_hidden, m.tiny_layers, m.tiny_heads, m.tiny_seed))
-    correctness = correctness_label(cfg.reward.terms, cfg.reward.correctness)
+    correctness = Correctness(correctness_label(cfg.reward.terms, cfg.reward.correctness))
     eval_tokens = cfg.eval.max_tokens or cfg.rollout.max_tokens
     summary: dict = {"model": model_path, "output_dir": str(out)}
 
