@@ -57,8 +57,8 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
         weight_sync = build_weight_sync(cfg, learner, workers)
         draw = functools.partial(generate_and_score, workers, reward_service)
         sampler = (
-            DynamicSampling(draw, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
-            if cfg.algo.dynamic_sampling else OnePass(draw)
+            DynamicSampling(draw, correctness, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
+            if cfg.algo.dynamic_sampling else OnePass(draw, correctness)
         )
         logger = MetricsLogger(out, total_steps=cfg.train.steps)
         try:
@@ -90,8 +90,7 @@ def train(cfg: Config, output_dir: str | Path) -> dict:
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                     metrics |= evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
                 step_s = time.perf_counter() - step_start
-                metrics |= reward_metrics(sampled.all_PG) | rollout_metrics(sampled.all_PG) | {
-                    "sampling/rounds": sampled.rounds,
+                metrics |= reward_metrics(sampled.all_PG) | rollout_metrics(sampled.all_PG) | sampled.metrics() | {
                     "timing/generate_s": times.generate_s, "timing/reward_s": times.reward_s,
                     "timing/train_s": train_s, "timing/sync_s": sync_s, "timing/step_s": step_s,
                 }
