@@ -127,6 +127,7 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
             prompt_template=cfg.data.prompt_template,
             system_prompt=cfg.data.system_prompt,
             seed=r.seed + i,
+            engine_index=i,
         )
         for i in range(r.num_engines)
     ]

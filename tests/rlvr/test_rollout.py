@@ -9,7 +9,7 @@ from rlvr.batch import make_train_batch
 from rlvr.learner import Learner
 from rlvr.optim import OptimSpec
 from rlvr.kernels import PolicyLossConfig
-from rlvr.rollout import RolloutWorker, SamplingSpec
+from rlvr.rollout import MAX_ENGINES, RolloutWorker, SamplingSpec, request_seed
 from rlvr.types import Sample, ScoredRollout, TermResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
@@ -46,7 +46,8 @@ def test_groups_stream_out_with_token_level_data(worker):
         for r in group:
             assert 1 <= r.num_tokens <= 6 and len(r.sampler_logprobs) == r.num_tokens
             assert all(lp <= 0 for lp in r.sampler_logprobs)
-            assert r.finish_reason == ("length" if r.num_tokens == 6 else "stop")
+            # A 6th token may be the end-of-sequence token itself: then it stopped, at 6 tokens.
+            assert r.finish_reason == "stop" if r.num_tokens < 6 else r.finish_reason in ("stop", "length")
             assert r.prompt_ids[-1] == 258  # <|assistant|>: the chat template was applied
 
 
@@ -61,6 +62,15 @@ def test_sampling_is_reproducible_with_a_seed(worker):
     first = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, SAMPLES, spec)}
     second = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, SAMPLES, spec)}
     assert first == second
+
+
+def test_no_two_samples_of_a_request_batch_share_a_random_stream(worker):
+    """vLLM seeds sample j of a request with seed + j: consecutive request seeds would make prompt i's
+    sample j replay prompt i+1's sample j-1 (identical prompts then give identical completions)."""
+    same = [Sample(id=str(i), prompt="1 + 2 =", answer="3") for i in range(6)]
+    by_id = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, same, SamplingSpec(n=4, max_tokens=6, seed=5))}
+    replays = [by_id[str(i)][j] == by_id[str(i + 1)][j - 1] for i in range(5) for j in range(1, 4)]
+    assert sum(replays) < len(replays) / 2, replays
 
 
 def test_too_long_prompt_is_a_clear_error(worker):
@@ -97,3 +107,13 @@ def test_pushed_weights_make_vllm_agree_with_the_learner(worker, learner, tiny_m
             out = hf.generate(torch.tensor([r.prompt_ids]), max_new_tokens=6, do_sample=False,
                               eos_token_id=260, pad_token_id=256)
             assert tuple(out[0, len(r.prompt_ids):].tolist()) == r.completion_ids
+
+
+def test_request_seeds_of_a_step_give_every_sample_its_own_stream():
+    """Across engines, prompts and the n children vLLM derives (seed + j), no two samples share a seed."""
+    n, engines, prompts = 8, 3, 50
+    for step_seed in (0, 7, 2**40 + 3):
+        seeds = [request_seed(step_seed, e, i, n) + j for e in range(engines) for i in range(prompts) for j in range(n)]
+        assert len(set(seeds)) == len(seeds)
+    with pytest.raises(ValueError, match="engine index"):
+        request_seed(0, MAX_ENGINES, 0, n)
