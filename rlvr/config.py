@@ -97,6 +97,9 @@ class RewardConfig:
     worker_memory_mb: int = 4096  # address-space limit per scoring process (MemoryError -> `error`); 0: none
     recycle_after: int = 0  # replace a scoring process after this many calls (sympy's caches only grow); 0: never
     correctness: str = ""  # label of the term group shapers see as correctness; empty: the first per-rollout term
+    # A call that hits timeout_s scores this (0.0 as verl and TRL do; counted in reward/<term>/timeouts and
+    # printed on the console, never a silent 0). nan voids the rollout instead, as a crash or error does.
+    timeout_value: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@
 For each group: every per-rollout term runs on every rollout in the pool (rewards/pool.py: a hard
 wall-clock deadline per call that kills the call's process, dead workers replaced); then each group
 shaper gets the group and the correctness channel (the `correctness` term's values, NaN where it
-failed); then reward = sum of weight * value over the terms with a non-zero weight. A term that timed
-out, raised or crashed makes the reward NaN, never 0; the training loop masks such rollouts out and
-`reward_metrics` counts them per term. Group shapers run in this process (they are cheap arithmetic
+failed); then reward = sum of weight * value over the terms with a non-zero weight. A term that
+raised or crashed makes the reward NaN, never 0; the training loop masks such rollouts out and
+`reward_metrics` counts them per term. A term that timed out scores `timeout_value` (the training
+config's default is 0.0, as in verl and TRL, so a completion that hangs its verifier keeps its negative
+advantage; NaN voids it like a crash) and is counted as a timeout either way. Group shapers run in this process (they are cheap arithmetic
 and may keep per-prompt state), serialised by a lock.
 """
 
@@ -75,8 +77,10 @@ class Scorer:
         max_chunk: int = 64,
         memory_mb: int = 0,
         recycle_after: int = 0,
+        timeout_value: float = math.nan,  # NaN: a timeout voids the reward (RewardConfig's default is 0.0)
     ) -> None:
         self.terms = build_terms(terms)
+        self.timeout_value = timeout_value
         self._per_rollout = [t for t in self.terms if not t.group]
         self._group = [t for t in self.terms if t.group]
         labels = [t.label for t in self._per_rollout]
@@ -90,7 +94,7 @@ class Scorer:
     @classmethod
     def from_config(cls, cfg: RewardConfig) -> Scorer:
         return cls(cfg.terms, workers=cfg.workers, timeout_s=cfg.timeout_s, correctness=cfg.correctness,
-                   memory_mb=cfg.worker_memory_mb, recycle_after=cfg.recycle_after)
+                   memory_mb=cfg.worker_memory_mb, recycle_after=cfg.recycle_after, timeout_value=cfg.timeout_value)
 
     def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
         return self._finish(rollouts_G, self._submit(rollouts_G).result())
@@ -142,6 +146,8 @@ class Scorer:
         for i in range(len(rollouts_G)):
             for t, term in enumerate(self._per_rollout):
                 status, value, parts, error, seconds = outcomes[i * n + t]
+                if status == "timeout":
+                    value = self.timeout_value
                 terms_G[i][term.label] = TermResult(value, status, error, seconds)  # type: ignore[arg-type]
                 for part, part_value in parts.items():
                     terms_G[i][f"{term.label}/{part}"] = TermResult(part_value)
@@ -189,7 +195,7 @@ def _weighted_sum(terms: Sequence[Term], results: dict[str, TermResult]) -> floa
         if term.weight == 0:
             continue
         result = results[term.label]
-        if result.status != "ok":
+        if result.status in ("error", "crash") or math.isnan(result.value):
             return math.nan
         total += term.weight * result.value
     return total
