@@ -10,14 +10,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import ray
 
 from rlvr.correctness import Correctness
-from rlvr.data import PromptStream
+from rlvr.data import PromptSource
 from rlvr.rollout import SamplingSpec
 from rlvr.types import Sample, ScoredRollout
 
@@ -45,12 +45,23 @@ class StepSample:
         }
 
 
-def generate_and_score(workers, reward_service, samples_P: list[Sample], spec: SamplingSpec):
+def generate_and_score(
+    workers,
+    reward_service,
+    samples_P: list[Sample],
+    spec: SamplingSpec,
+    *,
+    pass_rates: Mapping[str, float] | None = None,
+    update_state: bool = True,
+):
     """Sample G completions per prompt on every engine; each group goes to scoring the moment it is done
     (with the other groups its engine step finished), while generation continues.
 
-    Returns the scored groups in the order of `samples_P`, and the stage times.
+    `pass_rates` (the driver's tracker, rlvr/curriculum.py) travels with the scoring calls for the
+    shapers that read difficulty; `update_state=False` (held-out evaluation) leaves every shaper's
+    state as it was. Returns the scored groups in the order of `samples_P`, and the stage times.
     """
+    rates = ray.put({s.id: pass_rates[s.id] for s in samples_P if s.id in pass_rates} if pass_rates else {})
     start = time.perf_counter()
     shards = [samples_P[i :: len(workers)] for i in range(len(workers))]
     streams = [w.generate.options(num_returns="streaming").remote(s, spec) for w, s in zip(workers, shards) if s]
@@ -62,7 +73,7 @@ def generate_and_score(workers, reward_service, samples_P: list[Sample], spec: S
         except StopIteration:
             streams.remove(ready)
             continue
-        pending.append(reward_service.score_groups.remote(groups_ref))
+        pending.append(reward_service.score_groups.remote(groups_ref, rates, update_state))
     generated = time.perf_counter()
     scored = [group for groups in ray.get(pending) for group in groups]
     done = time.perf_counter()
@@ -75,7 +86,7 @@ Draw = Callable[[list[Sample], SamplingSpec], tuple[list[list[ScoredRollout]], S
 
 
 class Sampler(Protocol):
-    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample: ...
+    def sample(self, prompts: PromptSource, spec: SamplingSpec) -> StepSample: ...
 
 
 class OnePass:
@@ -84,7 +95,7 @@ class OnePass:
     def __init__(self, draw: Draw, judge: Correctness) -> None:
         self.draw, self.judge = draw, judge
 
-    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample:
+    def sample(self, prompts: PromptSource, spec: SamplingSpec) -> StepSample:
         scored, times = self.draw(next(prompts), spec)
         return StepSample(scored, scored, times, rounds=1, informative_groups=sum(map(self.judge.informative, scored)))
 
@@ -105,7 +116,7 @@ class DynamicSampling:
     def __init__(self, draw: Draw, judge: Correctness, batch_size: int, max_rounds: int) -> None:
         self.draw, self.judge, self.batch_size, self.max_rounds = draw, judge, batch_size, max_rounds
 
-    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample:
+    def sample(self, prompts: PromptSource, spec: SamplingSpec) -> StepSample:
         informative, flat, drawn = [], [], []
         generate_s = reward_s = 0.0
         for round_ in range(1, self.max_rounds + 1):

@@ -10,7 +10,9 @@
 For each group: every per-rollout term runs on every rollout in the pool (rewards/pool.py: a hard
 wall-clock deadline per call that kills the call's process, dead workers replaced); then each group
 shaper gets the group and the correctness channel (the `correctness` term's values, NaN where it
-failed); then reward = sum of weight * value over the terms with a non-zero weight. A term that
+failed), and a shaper that reads difficulty (`reads_pass_rate`, e.g. LASER-D) also the driver's
+tracked pass rate of the group's prompt (`pass_rates`, rlvr/curriculum.py) and whether it may update
+its state (`update_state=False` for held-out evaluation); then reward = sum of weight * value over the terms with a non-zero weight. A term that
 raised or crashed makes the reward NaN, never 0; the training loop masks such rollouts out and
 `reward_metrics` counts them per term. A term that timed out scores `timeout_value` (the training
 config's default is 0.0, as in verl and TRL, so a completion that hangs its verifier keeps its negative
@@ -26,7 +28,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -39,6 +41,9 @@ from rlvr.rewards.pool import DeadlinePool, Outcome
 from rlvr.types import Rollout, ScoredRollout, TermResult
 
 
+Rates = Mapping[str, float] | None  # sample id -> pass rate tracked by the driver (rlvr/curriculum.py)
+
+
 class RewardError(RuntimeError):
     """Every reward of a step failed: training on it would be training on nothing."""
 
@@ -49,6 +54,7 @@ class Term:
     fn: Callable[..., Any]
     weight: float
     group: bool  # a group shaper: (rollouts_G, correct_G) -> values_G
+    reads_pass_rate: bool = False  # ... that also takes pass_rate= and update= (rewards/protocol.py)
 
 
 def build_terms(configs: Sequence[RewardTermConfig]) -> tuple[Term, ...]:
@@ -58,7 +64,7 @@ def build_terms(configs: Sequence[RewardTermConfig]) -> tuple[Term, ...]:
         if "/" in label or label in {t.label for t in terms}:
             raise ValueError(f"reward term label {label!r} is duplicated or contains '/'; set a distinct `label`")
         fn = registry.resolve(cfg.name, cfg.kwargs)
-        terms.append(Term(label, fn, cfg.weight, registry.is_group_reward(fn)))
+        terms.append(Term(label, fn, cfg.weight, registry.is_group_reward(fn), getattr(fn, "reads_pass_rate", False)))
     if not terms:
         raise ValueError("no reward terms configured")
     return tuple(terms)
@@ -96,26 +102,33 @@ class Scorer:
         return cls(cfg.terms, workers=cfg.workers, timeout_s=cfg.timeout_s, correctness=cfg.correctness,
                    memory_mb=cfg.worker_memory_mb, recycle_after=cfg.recycle_after, timeout_value=cfg.timeout_value)
 
-    def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
-        return self._finish(rollouts_G, self._submit(rollouts_G).result())
+    # pass_rates: sample id -> the driver's tracked pass rate; update_state=False: shapers keep their state.
+    def score_group(self, rollouts_G: Sequence[Rollout], pass_rates: Rates = None, update_state: bool = True
+                    ) -> list[ScoredRollout]:
+        return self._finish(rollouts_G, self._submit(rollouts_G).result(), pass_rates, update_state)
 
-    async def score_group_async(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
+    async def score_group_async(self, rollouts_G: Sequence[Rollout], pass_rates: Rates = None,
+                                update_state: bool = True) -> list[ScoredRollout]:
         outcomes = await asyncio.wrap_future(self._submit(rollouts_G))
-        return self._finish(rollouts_G, outcomes)
+        return self._finish(rollouts_G, outcomes, pass_rates, update_state)
 
-    def score_groups(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+    def score_groups(self, groups_PG: Sequence[Sequence[Rollout]], pass_rates: Rates = None,
+                     update_state: bool = True) -> list[list[ScoredRollout]]:
         """Several groups in one submission (cheaper per rollout than one score_group call each)."""
-        return self._split(groups_PG, self._submit([r for g in groups_PG for r in g]).result())
+        outcomes = self._submit([r for g in groups_PG for r in g]).result()
+        return self._split(groups_PG, outcomes, pass_rates, update_state)
 
-    async def score_groups_async(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+    async def score_groups_async(self, groups_PG: Sequence[Sequence[Rollout]], pass_rates: Rates = None,
+                                 update_state: bool = True) -> list[list[ScoredRollout]]:
         outcomes = await asyncio.wrap_future(self._submit([r for g in groups_PG for r in g]))
-        return self._split(groups_PG, outcomes)
+        return self._split(groups_PG, outcomes, pass_rates, update_state)
 
-    def _split(self, groups_PG: Sequence[Sequence[Rollout]], outcomes: Sequence[Outcome]) -> list[list[ScoredRollout]]:
+    def _split(self, groups_PG: Sequence[Sequence[Rollout]], outcomes: Sequence[Outcome], pass_rates: Rates,
+               update_state: bool) -> list[list[ScoredRollout]]:
         scored_PG, start = [], 0
         for group in groups_PG:
             end = start + len(group) * len(self._per_rollout)
-            scored_PG.append(self._finish(group, outcomes[start:end]))
+            scored_PG.append(self._finish(group, outcomes[start:end], pass_rates, update_state))
             start = end
         return scored_PG
 
@@ -140,7 +153,8 @@ class Scorer:
         calls = [(t, slim) for slim in map(_slim, rollouts_G) for t in range(len(self._per_rollout))]
         return self._pool.submit(calls)
 
-    def _finish(self, rollouts_G: Sequence[Rollout], outcomes: Sequence[Outcome]) -> list[ScoredRollout]:
+    def _finish(self, rollouts_G: Sequence[Rollout], outcomes: Sequence[Outcome], pass_rates: Rates = None,
+                update_state: bool = True) -> list[ScoredRollout]:
         n = len(self._per_rollout)
         terms_G: list[dict[str, TermResult]] = [{} for _ in rollouts_G]
         for i in range(len(rollouts_G)):
@@ -153,9 +167,11 @@ class Scorer:
                     terms_G[i][f"{term.label}/{part}"] = TermResult(part_value)
         if self._group:
             correct_G = [terms[self.correctness].value for terms in terms_G]
+            context = {"pass_rate": (pass_rates or {}).get(rollouts_G[0].sample.id), "update": update_state}
             with self._group_lock:
                 for term in self._group:
-                    for terms, result in zip(terms_G, _shape(term, rollouts_G, correct_G, self.correctness)):
+                    shaped = _shape(term, rollouts_G, correct_G, self.correctness, context)
+                    for terms, result in zip(terms_G, shaped):
                         terms[term.label] = result
         return [
             ScoredRollout(rollout, _weighted_sum(self.terms, terms), terms)
@@ -170,10 +186,12 @@ def _slim(rollout: Rollout) -> Rollout:
     return rollout
 
 
-def _shape(term: Term, rollouts_G: Sequence[Rollout], correct_G: list[float], correctness: str) -> list[TermResult]:
+def _shape(term: Term, rollouts_G: Sequence[Rollout], correct_G: list[float], correctness: str,
+           context: dict[str, Any]) -> list[TermResult]:
     start = time.perf_counter()
     try:
-        values_G = [float(v) for v in term.fn(rollouts_G, correct_G)]
+        values = term.fn(rollouts_G, correct_G, **context) if term.reads_pass_rate else term.fn(rollouts_G, correct_G)
+        values_G = [float(v) for v in values]
         if len(values_G) != len(rollouts_G):
             raise ValueError(f"returned {len(values_G)} values for a group of {len(rollouts_G)}")
     except Exception as e:  # a group shaper's bug fails its term for the group, loudly, not the service
@@ -252,12 +270,14 @@ class RewardService:
     def __init__(self, cfg: RewardConfig) -> None:
         self._scorer = Scorer.from_config(cfg)
 
-    async def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
-        return await self._scorer.score_group_async(rollouts_G)
+    async def score_group(self, rollouts_G: Sequence[Rollout], pass_rates: Rates = None,
+                          update_state: bool = True) -> list[ScoredRollout]:
+        return await self._scorer.score_group_async(rollouts_G, pass_rates, update_state)
 
-    async def score_groups(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+    async def score_groups(self, groups_PG: Sequence[Sequence[Rollout]], pass_rates: Rates = None,
+                           update_state: bool = True) -> list[list[ScoredRollout]]:
         """The groups that finished together (one engine step), in one submission to the pool."""
-        return await self._scorer.score_groups_async(groups_PG)
+        return await self._scorer.score_groups_async(groups_PG, pass_rates, update_state)
 
     async def stats(self) -> dict[str, int]:
         return self._scorer.stats()

@@ -193,6 +193,19 @@ def test_group_shaper_marks_rollouts_whose_correctness_failed():
                for s in scored)
 
 
+def test_pass_rates_reach_laser_d_and_update_state_false_leaves_its_windows_alone():
+    cfg = [RewardTermConfig("exact"), RewardTermConfig("laser_d", kwargs={"initial_target": 50, "min_lengths": 1})]
+    with Scorer(cfg, workers=1) as scorer:
+        laser = scorer.terms[1].fn
+        # An unseen prompt that is all correct is "easy"; the driver says this one is hard.
+        scorer.score_groups([[rollout("5", tokens=20), rollout("5", tokens=30)]], pass_rates={"s": 0.0})
+        assert sorted(laser.lengths["hard"]) == [20, 30] and not laser.lengths["easy"]
+        before = {b: list(w) for b, w in laser.lengths.items()}
+        scored = scorer.score_group([rollout("5", tokens=10), rollout("5", tokens=40)], update_state=False)
+        assert {b: list(w) for b, w in laser.lengths.items()} == before
+        assert [s.terms["laser_d"].value for s in scored] == [0.5, 0.5]  # easy bucket: initial target 50
+
+
 def test_config_errors_are_raised_at_construction():
     with pytest.raises(TypeError, match="must pickle"):
         DeadlinePool([lambda r: 1.0], workers=1, timeout_s=1)
