@@ -9,7 +9,7 @@ from rlvr.batch import make_train_batch
 from rlvr.learner import Learner
 from rlvr.optim import OptimSpec
 from rlvr.kernels import PolicyLossConfig
-from rlvr.rollout import MAX_ENGINES, RolloutWorker, SamplingSpec, request_seed
+from rlvr.rollout import RolloutWorker, SamplingSpec, request_seed
 from rlvr.types import Sample, ScoredRollout, TermResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
@@ -71,6 +71,9 @@ def test_no_two_samples_of_a_request_batch_share_a_random_stream(worker):
     by_id = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, same, SamplingSpec(n=4, max_tokens=6, seed=5))}
     replays = [by_id[str(i)][j] == by_id[str(i + 1)][j - 1] for i in range(5) for j in range(1, 4)]
     assert sum(replays) < len(replays) / 2, replays
+    # The step's seed sits in the high bits of the request seed: another step samples other completions.
+    other = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, same, SamplingSpec(n=4, max_tokens=6, seed=6))}
+    assert sum(other[k][j] == by_id[k][j] for k in by_id for j in range(4)) < 12
 
 
 def test_too_long_prompt_is_a_clear_error(worker):
@@ -110,10 +113,12 @@ def test_pushed_weights_make_vllm_agree_with_the_learner(worker, learner, tiny_m
 
 
 def test_request_seeds_of_a_step_give_every_sample_its_own_stream():
-    """Across engines, prompts and the n children vLLM derives (seed + j), no two samples share a seed."""
-    n, engines, prompts = 8, 3, 50
-    for step_seed in (0, 7, 2**40 + 3):
-        seeds = [request_seed(step_seed, e, i, n) + j for e in range(engines) for i in range(prompts) for j in range(n)]
-        assert len(set(seeds)) == len(seeds)
-    with pytest.raises(ValueError, match="engine index"):
-        request_seed(0, MAX_ENGINES, 0, n)
+    """Across engines, prompts, the n children vLLM derives (seed + j) and the draws of a step (dynamic
+    sampling draws again with the next seed), no two samples share a seed."""
+    n, engines, prompts = 8, 3, 50  # prompts per engine, as generate_and_score shards them
+    for step in (0, 7, 123_457):
+        seeds = [request_seed(step * 31 + draw, e, i, n, engines) + j
+                 for draw in (1, 2, 3, 4) for e in range(engines) for i in range(prompts) for j in range(n)]
+        assert len(set(seeds)) == len(seeds) and max(seeds) < 2**31 + n
+    with pytest.raises(ValueError, match="engine 3 of 3"):
+        request_seed(0, 3, 0, n, engines)
