@@ -12,12 +12,13 @@ wall-clock deadline per call that kills the call's process, dead workers replace
 shaper gets the group and the correctness channel (the `correctness` term's values, NaN where it
 failed), and a shaper that reads difficulty (`reads_pass_rate`, e.g. LASER-D) also the driver's
 tracked pass rate of the group's prompt (`pass_rates`, rlvr/curriculum.py) and whether it may update
-its state (`update_state=False` for held-out evaluation); then reward = sum of weight * value over the terms with a non-zero weight. A term that
-raised or crashed makes the reward NaN, never 0; the training loop masks such rollouts out and
-`reward_metrics` counts them per term. A term that timed out scores `timeout_value` (the training
-config's default is 0.0, as in verl and TRL, so a completion that hangs its verifier keeps its negative
-advantage; NaN voids it like a crash) and is counted as a timeout either way. Group shapers run in this process (they are cheap arithmetic
-and may keep per-prompt state), serialised by a lock.
+its state (`update_state=False` for held-out evaluation); then reward = sum of weight * value over
+the terms with a non-zero weight. A term that raised or crashed makes the reward NaN, never 0; the
+training loop masks such rollouts out and `reward_metrics` counts them per term. A term that timed
+out scores `timeout_value` (the training config's default is 0.0, as in verl and TRL, so a completion
+that hangs its verifier keeps its negative advantage; NaN voids it like a crash) and is counted as a
+timeout either way. Group shapers run in this process (they are cheap arithmetic and may keep state
+across steps, such as LASER-D's length windows), serialised by a lock.
 """
 
 from __future__ import annotations
