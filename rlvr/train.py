@@ -18,9 +18,9 @@ from rlvr.batch import make_train_batch
 from rlvr.checkpoint import write_json_atomic
 from rlvr.cluster import build_learner, build_rollout_workers, build_weight_sync, placement, ray_cluster
 from rlvr.config import Config, to_dict
-from rlvr.data import load_splits
 from rlvr.correctness import Correctness, correctness_label
 from rlvr.curriculum import build_prompt_source, build_tracker, curriculum_state
+from rlvr.data import load_splits
 from rlvr.evaluate import evaluate, first_last_mean
 from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
