@@ -9,7 +9,7 @@
 See protocol.py for the contract and registry.py for the three ways to name a reward.
 """
 
-from rlvr.rewards.protocol import GroupRewardFn, RewardFn, RewardResult
+from rlvr.rewards.protocol import GroupRewardFn, PassRateGroupRewardFn, RewardFn, RewardResult
 from rlvr.rewards.registry import register, registered, resolve
 
-__all__ = ["GroupRewardFn", "RewardFn", "RewardResult", "register", "registered", "resolve"]
+__all__ = ["GroupRewardFn", "PassRateGroupRewardFn", "RewardFn", "RewardResult", "register", "registered", "resolve"]

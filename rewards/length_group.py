@@ -1,8 +1,9 @@
 r"""Length shaping that needs the correctness channel, and for some the whole group (group shapers).
 
 Each receives `rollouts_G` and `correct_G` (the correctness term's values, NaN where it failed; a
-rollout counts as correct at value >= 1) and returns one value per rollout. They are terms like any
-other: weighted and summed with the correctness term. NaN in, NaN out for that rollout.
+rollout counts as correct at value >= 1, as rlvr/correctness.py decides) and returns one value per
+rollout. They are terms like any other: weighted and summed with the correctness term. NaN in, NaN
+out for that rollout.
 
 `cosine_length`: cosine length-scaled reward (Yeo et al. 2025, "Demystifying Long Chain-of-Thought
 Reasoning in LLMs", arXiv 2502.03373, Sec. 4.1, Eq. 1). With t = num_tokens, T = max_tokens,
@@ -46,15 +47,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rlvr.correctness import passed as _correct  # one owner of "correct" (value >= 1)
 from rlvr.rewards.length import token_budget
 from rlvr.rewards.registry import register
 from rlvr.types import Rollout
-
-CORRECT_AT = 1.0  # binary verifiers give 1.0; partial credit below it does not count as correct
-
-
-def _correct(c: float) -> bool:
-    return c >= CORRECT_AT
 
 
 def _truncated(rollout: Rollout, max_tokens: int) -> bool:

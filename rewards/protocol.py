@@ -19,7 +19,12 @@ metadata); the worker's copy of the rollout carries no prompt ids or sampler log
 A group shaper (`@register("name", group=True)`) receives a whole group and the correctness channel
 (`correct_G`: the values of the correctness term, NaN where it failed) and returns one value per
 rollout. Group shapers run in the reward service's own process, after the per-rollout terms, and may
-keep state across steps (e.g. per-prompt pass rates), so they need not be frozen.
+keep state across steps (e.g. LASER-D's length windows), so they need not be frozen.
+
+A group shaper that reads difficulty or keeps state sets `reads_pass_rate = True` and takes two more
+keywords (`PassRateGroupRewardFn`): `pass_rate`, the driver's tracked pass rate of the group's prompt
+(None for a prompt not seen before; rlvr/curriculum.py owns it, so shapers keep no pass rates of their
+own), and `update`, False during held-out evaluation, when the shaper must not change its state.
 """
 
 from __future__ import annotations
@@ -47,3 +52,12 @@ class RewardFn(Protocol):
 @runtime_checkable
 class GroupRewardFn(Protocol):
     def __call__(self, rollouts_G: Sequence[Rollout], correct_G: Sequence[float]) -> Sequence[float]: ...
+
+
+@runtime_checkable
+class PassRateGroupRewardFn(Protocol):
+    reads_pass_rate: bool
+
+    def __call__(
+        self, rollouts_G: Sequence[Rollout], correct_G: Sequence[float], *, pass_rate: float | None, update: bool
+    ) -> Sequence[float]: ...

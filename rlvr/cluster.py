@@ -188,6 +188,8 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
             prompt_template=cfg.data.prompt_template,
             system_prompt=cfg.data.system_prompt,
             seed=r.seed + i,
+            engine_index=i,
+            num_engines=r.num_engines,
         )
         for i in range(r.num_engines)
     ]

@@ -98,6 +98,9 @@ class RewardConfig:
     worker_memory_mb: int = 4096  # address-space limit per scoring process (MemoryError -> `error`); 0: none
     recycle_after: int = 0  # replace a scoring process after this many calls (sympy's caches only grow); 0: never
     correctness: str = ""  # label of the term group shapers see as correctness; empty: the first per-rollout term
+    # A call that hits timeout_s scores this (0.0 as verl and TRL do; counted in reward/<term>/timeouts and
+    # printed on the console, never a silent 0). nan voids the rollout instead, as a crash or error does.
+    timeout_value: float = 0.0
 
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae", "none"]
@@ -175,6 +178,24 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class CurriculumConfig:
+    """Per-prompt pass rates (always tracked: LASER-D reads them, DIR/curriculum_state.json saves them)
+    and which prompts a step draws (rlvr/curriculum.py)."""
+
+    mode: Literal["none", "pass_rate"] = "none"  # pass_rate: favour prompts near `target`, retire the rest
+    target: float = 0.5  # pass rate the curriculum aims at
+    width: float = 0.25  # prompt weight exp(-((rate - target) / width)^2)
+    prior: float = 0.5  # pass rate assumed for a prompt not seen yet
+    retire_after: int = 4  # retire a prompt after this many all-correct (or all-wrong) groups in a row; 0: never
+    decay: float = 0.5  # EMA weight of a prompt's old pass rate at each appearance
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.target <= 1 and 0 <= self.prior <= 1 and self.width > 0 and self.retire_after >= 0
+                and 0 <= self.decay < 1):
+            raise ConfigError("curriculum: need 0 <= target, prior <= 1, width > 0, retire_after >= 0, 0 <= decay < 1")
+
+
+@dataclass(frozen=True)
 class LearnerConfig:
     backend: Literal["torch", "deepspeed"] = "torch"
     lr: float = 1e-5
@@ -219,6 +240,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)

@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rlvr.types import Sample
 
@@ -178,6 +178,17 @@ def chat_prompt_ids(tokenizer: Any, sample: Sample, template: str = "{prompt}", 
         messages.insert(0, {"role": "system", "content": system_prompt})
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
+
+
+class PromptSource(Protocol):
+    """Where a step's prompts come from: `PromptStream` here, or a curriculum (rlvr/curriculum.py)."""
+
+    def __next__(self) -> list[Sample]: ...
+
+    @property
+    def state(self) -> Mapping[str, int]: ...
+
+    def restore(self, state: Mapping[str, int]) -> None: ...
 
 
 @dataclass

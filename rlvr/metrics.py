@@ -52,6 +52,10 @@ class MetricsLogger:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self.writer.add_scalar(key, value, step)
+        timeouts = {k.split("/")[1]: int(v) for k, v in metrics.items() if _is_timeout_count(k) and v}
+        if timeouts:  # scored reward.timeout_value (0 by default): said out loud, never a silent 0
+            counts = ", ".join(f"{label} {n}" for label, n in timeouts.items())
+            self.print(f"step {step}: reward calls timed out ({counts}); scored reward.timeout_value")
         self.advance(
             f"reward {metrics.get('reward/mean', float('nan')):.3f}  len {metrics.get('response_length/mean', 0):.1f}"
             f"  {metrics.get('timing/step_s', 0):.2f}s/step" + "".join(f"  {k}" for k in reward_failure_counts(metrics))
@@ -87,6 +91,11 @@ def reward_failure_counts(metrics: dict[str, float]) -> list[str]:
         for key, value in sorted(metrics.items())
         if key.startswith("reward/") and key.endswith(("/errors", "/timeouts", "/crashes")) and value
     ]
+
+
+def _is_timeout_count(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == "reward" and parts[2] == "timeouts"
 
 
 def _plain(value: Any) -> Any:

@@ -35,6 +35,24 @@ class SamplingSpec:
 
 
 GREEDY = dict(temperature=0.0, top_p=1.0)
+DRAW_STRIDE = 1_000_003  # seed distance between consecutive draws; a draw's P * n seeds fit below it
+
+
+def request_seed(step_seed: int, engine: int, prompt: int, n: int, engines: int) -> int:
+    """The seed of one request (one prompt's group of `n`) of a draw, unique across prompts and engines.
+
+    vLLM seeds child j of an n-completion request with `seed + j` (vllm/v1/engine/parallel_sampling.py),
+    so request seeds must lie at least n apart, or prompt i's sample j shares a random stream with
+    prompt i+1's sample j-1. An engine gets prompts engine, engine + engines, ... of the draw, so
+    `prompt` (its local index) * engines + engine is the prompt's place in the draw, k, and request k
+    gets base + k * n: every (engine, prompt, sample) of a draw has its own seed, and draws with
+    consecutive seeds (dynamic sampling's rounds) stay DRAW_STRIDE apart. Seeds stay below 2**31:
+    torch's CPU generator keeps only 32 bits of a seed, so higher bits would not separate draws.
+    """
+    k = prompt * engines + engine
+    if not 0 <= engine < engines or (k + 1) * n > DRAW_STRIDE:
+        raise ValueError(f"engine {engine} of {engines}, prompt {prompt}, n={n}: outside one draw's seed range")
+    return (step_seed * DRAW_STRIDE + k * n) % 2**31
 
 
 @ray.remote
@@ -55,6 +73,8 @@ class RolloutWorker:
         prompt_template: str = "{prompt}",
         system_prompt: str = "",
         seed: int = 0,
+        engine_index: int = 0,  # this engine's place among the step's engines: part of every request seed
+        num_engines: int = 1,
     ) -> None:
         # vLLM logs a line per weight sync at INFO, burying the driver's progress (VLLM_LOGGING_LEVEL=INFO restores it).
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -92,6 +112,7 @@ class RolloutWorker:
         self.system_prompt = system_prompt
         self.max_model_len = max_model_len
         self.version = 0
+        self.engine_index, self.num_engines = engine_index, num_engines
         self._requests = 0
 
     def ready(self) -> dict:
@@ -124,7 +145,7 @@ class RolloutWorker:
                 max_tokens=spec.max_tokens,
                 logprobs=0,  # the sampled token's log-prob only
                 # Per-prompt seeds make a run reproducible whatever the batching.
-                seed=(spec.seed * 1_000_003 + i) % 2**31,
+                seed=request_seed(spec.seed, self.engine_index, i, spec.n, self.num_engines),
                 output_kind=RequestOutputKind.FINAL_ONLY,  # one output per prompt, when its whole group is done
             )
             for i in range(len(samples_P))

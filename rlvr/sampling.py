@@ -1,20 +1,23 @@
 """The sampling stage of a step: prompts -> scored groups, streamed, optionally with dynamic sampling.
 
     draw = functools.partial(generate_and_score, workers, reward_service)
-    sampler = OnePass(draw)                   # or DynamicSampling(draw, batch_size=16, max_rounds=4)
+    sampler = OnePass(draw, judge)            # or DynamicSampling(draw, judge, batch_size=16, max_rounds=4)
     step = sampler.sample(prompts, spec)      # step.train_PG feeds the update, step.all_PG the metrics
+
+`judge` (rlvr/correctness.py) says which groups are informative: 0 < #correct < G.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import ray
 
-from rlvr.data import PromptStream
+from rlvr.correctness import Correctness
+from rlvr.data import PromptSource
 from rlvr.rollout import SamplingSpec
 from rlvr.types import Sample, ScoredRollout
 
@@ -31,14 +34,34 @@ class StepSample:
     all_PG: list[list[ScoredRollout]]  # every group generated this step, for the metrics
     times: StageTimes
     rounds: int
+    informative_groups: int  # groups of all_PG with 0 < #correct < G
+    topped_up_groups: int = 0  # uninformative groups in train_PG (dynamic sampling found too few)
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "sampling/rounds": float(self.rounds),
+            "sampling/informative_groups": float(self.informative_groups),
+            "sampling/topped_up_groups": float(self.topped_up_groups),
+        }
 
 
-def generate_and_score(workers, reward_service, samples_P: list[Sample], spec: SamplingSpec):
+def generate_and_score(
+    workers,
+    reward_service,
+    samples_P: list[Sample],
+    spec: SamplingSpec,
+    *,
+    pass_rates: Mapping[str, float] | None = None,
+    update_state: bool = True,
+):
     """Sample G completions per prompt on every engine; each group goes to scoring the moment it is done
     (with the other groups its engine step finished), while generation continues.
 
-    Returns the scored groups in the order of `samples_P`, and the stage times.
+    `pass_rates` (the driver's tracker, rlvr/curriculum.py) travels with the scoring calls for the
+    shapers that read difficulty; `update_state=False` (held-out evaluation) leaves every shaper's
+    state as it was. Returns the scored groups in the order of `samples_P`, and the stage times.
     """
+    rates = ray.put({s.id: pass_rates[s.id] for s in samples_P if s.id in pass_rates} if pass_rates else {})
     start = time.perf_counter()
     shards = [samples_P[i :: len(workers)] for i in range(len(workers))]
     streams = [w.generate.options(num_returns="streaming").remote(s, spec) for w, s in zip(workers, shards) if s]
@@ -50,7 +73,7 @@ def generate_and_score(workers, reward_service, samples_P: list[Sample], spec: S
         except StopIteration:
             streams.remove(ready)
             continue
-        pending.append(reward_service.score_groups.remote(groups_ref))
+        pending.append(reward_service.score_groups.remote(groups_ref, rates, update_state))
     generated = time.perf_counter()
     scored = [group for groups in ray.get(pending) for group in groups]
     done = time.perf_counter()
@@ -63,33 +86,37 @@ Draw = Callable[[list[Sample], SamplingSpec], tuple[list[list[ScoredRollout]], S
 
 
 class Sampler(Protocol):
-    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample: ...
+    def sample(self, prompts: PromptSource, spec: SamplingSpec) -> StepSample: ...
 
 
 class OnePass:
     """One batch of prompts, every group trained on."""
 
-    def __init__(self, draw: Draw) -> None:
-        self.draw = draw
+    def __init__(self, draw: Draw, judge: Correctness) -> None:
+        self.draw, self.judge = draw, judge
 
-    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample:
+    def sample(self, prompts: PromptSource, spec: SamplingSpec) -> StepSample:
         scored, times = self.draw(next(prompts), spec)
-        return StepSample(scored, scored, times, rounds=1)
+        return StepSample(scored, scored, times, rounds=1, informative_groups=sum(map(self.judge.informative, scored)))
 
 
 class DynamicSampling:
     """DAPO's dynamic sampling (Yu et al. 2025, arXiv 2503.14476, Sec. 3.2 and Eq. 11).
 
-    A group whose rewards are all equal has zero group-relative advantage and adds nothing but noise
-    to the update, so groups are drawn batch after batch until `batch_size` of them have a reward
-    spread (0 < #correct < G in the paper), or `max_rounds` batches were drawn; then the update uses
-    the informative groups found (topped up with uninformative ones only if too few were found).
+    A group whose answers are all correct or all wrong carries no correctness signal, so groups are
+    drawn batch after batch until `batch_size` of them are informative (0 < #correct < G, as in the
+    paper), or `max_rounds` batches were drawn; then the update uses the informative groups found,
+    topped up with uninformative ones only if too few were found (`topped_up_groups` counts them).
+
+    The filter reads the correctness term, not the total reward: an all-correct group whose rewards
+    differ only by a length term would pass a reward-spread filter, and group-std normalisation
+    would blow those tiny differences up to advantages of about +-1.
     """
 
-    def __init__(self, draw: Draw, batch_size: int, max_rounds: int) -> None:
-        self.draw, self.batch_size, self.max_rounds = draw, batch_size, max_rounds
+    def __init__(self, draw: Draw, judge: Correctness, batch_size: int, max_rounds: int) -> None:
+        self.draw, self.judge, self.batch_size, self.max_rounds = draw, judge, batch_size, max_rounds
 
-    def sample(self, prompts: PromptStream, spec: SamplingSpec) -> StepSample:
+    def sample(self, prompts: PromptSource, spec: SamplingSpec) -> StepSample:
         informative, flat, drawn = [], [], []
         generate_s = reward_s = 0.0
         for round_ in range(1, self.max_rounds + 1):
@@ -98,12 +125,9 @@ class DynamicSampling:
             generate_s, reward_s = generate_s + times.generate_s, reward_s + times.reward_s
             drawn += scored
             for group in scored:
-                (informative if has_spread(group) else flat).append(group)
+                (informative if self.judge.informative(group) else flat).append(group)
             if len(informative) >= self.batch_size:
                 break
         train = (informative + flat)[: self.batch_size]
-        return StepSample(train, drawn, StageTimes(generate_s, reward_s), rounds=round_)
-
-
-def has_spread(group: list[ScoredRollout]) -> bool:
-    return len({s.reward for s in group if s.ok}) > 1
+        topped_up = max(0, len(train) - len(informative))
+        return StepSample(train, drawn, StageTimes(generate_s, reward_s), round_, len(informative), topped_up)

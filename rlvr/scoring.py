@@ -10,10 +10,15 @@
 For each group: every per-rollout term runs on every rollout in the pool (rewards/pool.py: a hard
 wall-clock deadline per call that kills the call's process, dead workers replaced); then each group
 shaper gets the group and the correctness channel (the `correctness` term's values, NaN where it
-failed); then reward = sum of weight * value over the terms with a non-zero weight. A term that timed
-out, raised or crashed makes the reward NaN, never 0; the training loop masks such rollouts out and
-`reward_metrics` counts them per term. Group shapers run in this process (they are cheap arithmetic
-and may keep per-prompt state), serialised by a lock.
+failed), and a shaper that reads difficulty (`reads_pass_rate`, e.g. LASER-D) also the driver's
+tracked pass rate of the group's prompt (`pass_rates`, rlvr/curriculum.py) and whether it may update
+its state (`update_state=False` for held-out evaluation); then reward = sum of weight * value over
+the terms with a non-zero weight. A term that raised or crashed makes the reward NaN, never 0; the
+training loop masks such rollouts out and `reward_metrics` counts them per term. A term that timed
+out scores `timeout_value` (the training config's default is 0.0, as in verl and TRL, so a completion
+that hangs its verifier keeps its negative advantage; NaN voids it like a crash) and is counted as a
+timeout either way. Group shapers run in this process (they are cheap arithmetic and may keep state
+across steps, such as LASER-D's length windows), serialised by a lock.
 """
 
 from __future__ import annotations
@@ -25,16 +30,20 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 import ray
 
 from rlvr.config import RewardConfig, RewardTermConfig
+from rlvr.correctness import correctness_label, term_label
 from rlvr.rewards import registry
 from rlvr.rewards.pool import DeadlinePool, Outcome
 from rlvr.types import Rollout, ScoredRollout, TermResult
+
+
+Rates = Mapping[str, float] | None  # sample id -> pass rate tracked by the driver (rlvr/curriculum.py)
 
 
 class RewardError(RuntimeError):
@@ -47,16 +56,17 @@ class Term:
     fn: Callable[..., Any]
     weight: float
     group: bool  # a group shaper: (rollouts_G, correct_G) -> values_G
+    reads_pass_rate: bool = False  # ... that also takes pass_rate= and update= (rewards/protocol.py)
 
 
 def build_terms(configs: Sequence[RewardTermConfig]) -> tuple[Term, ...]:
     terms = []
     for cfg in configs:
-        label = cfg.label or cfg.name.rpartition(":")[2]
+        label = term_label(cfg)
         if "/" in label or label in {t.label for t in terms}:
             raise ValueError(f"reward term label {label!r} is duplicated or contains '/'; set a distinct `label`")
         fn = registry.resolve(cfg.name, cfg.kwargs)
-        terms.append(Term(label, fn, cfg.weight, registry.is_group_reward(fn)))
+        terms.append(Term(label, fn, cfg.weight, registry.is_group_reward(fn), getattr(fn, "reads_pass_rate", False)))
     if not terms:
         raise ValueError("no reward terms configured")
     return tuple(terms)
@@ -75,12 +85,14 @@ class Scorer:
         max_chunk: int = 64,
         memory_mb: int = 0,
         recycle_after: int = 0,
+        timeout_value: float = math.nan,  # NaN: a timeout voids the reward (RewardConfig's default is 0.0)
     ) -> None:
         self.terms = build_terms(terms)
+        self.timeout_value = timeout_value
         self._per_rollout = [t for t in self.terms if not t.group]
         self._group = [t for t in self.terms if t.group]
         labels = [t.label for t in self._per_rollout]
-        self.correctness = correctness or (labels[0] if labels else "")
+        self.correctness = correctness_label(terms, correctness) if labels else correctness
         if self._group and self.correctness not in labels:
             raise ValueError(f"correctness term {self.correctness!r} is not a per-rollout term (have {labels})")
         self._pool = DeadlinePool([t.fn for t in self._per_rollout], workers=workers, timeout_s=timeout_s,
@@ -90,28 +102,35 @@ class Scorer:
     @classmethod
     def from_config(cls, cfg: RewardConfig) -> Scorer:
         return cls(cfg.terms, workers=cfg.workers, timeout_s=cfg.timeout_s, correctness=cfg.correctness,
-                   memory_mb=cfg.worker_memory_mb, recycle_after=cfg.recycle_after)
+                   memory_mb=cfg.worker_memory_mb, recycle_after=cfg.recycle_after, timeout_value=cfg.timeout_value)
 
-    def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
-        return self._finish(rollouts_G, self._submit(rollouts_G).result())
+    # pass_rates: sample id -> the driver's tracked pass rate; update_state=False: shapers keep their state.
+    def score_group(self, rollouts_G: Sequence[Rollout], pass_rates: Rates = None, update_state: bool = True
+                    ) -> list[ScoredRollout]:
+        return self._finish(rollouts_G, self._submit(rollouts_G).result(), pass_rates, update_state)
 
-    async def score_group_async(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
+    async def score_group_async(self, rollouts_G: Sequence[Rollout], pass_rates: Rates = None,
+                                update_state: bool = True) -> list[ScoredRollout]:
         outcomes = await asyncio.wrap_future(self._submit(rollouts_G))
-        return self._finish(rollouts_G, outcomes)
+        return self._finish(rollouts_G, outcomes, pass_rates, update_state)
 
-    def score_groups(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+    def score_groups(self, groups_PG: Sequence[Sequence[Rollout]], pass_rates: Rates = None,
+                     update_state: bool = True) -> list[list[ScoredRollout]]:
         """Several groups in one submission (cheaper per rollout than one score_group call each)."""
-        return self._split(groups_PG, self._submit([r for g in groups_PG for r in g]).result())
+        outcomes = self._submit([r for g in groups_PG for r in g]).result()
+        return self._split(groups_PG, outcomes, pass_rates, update_state)
 
-    async def score_groups_async(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+    async def score_groups_async(self, groups_PG: Sequence[Sequence[Rollout]], pass_rates: Rates = None,
+                                 update_state: bool = True) -> list[list[ScoredRollout]]:
         outcomes = await asyncio.wrap_future(self._submit([r for g in groups_PG for r in g]))
-        return self._split(groups_PG, outcomes)
+        return self._split(groups_PG, outcomes, pass_rates, update_state)
 
-    def _split(self, groups_PG: Sequence[Sequence[Rollout]], outcomes: Sequence[Outcome]) -> list[list[ScoredRollout]]:
+    def _split(self, groups_PG: Sequence[Sequence[Rollout]], outcomes: Sequence[Outcome], pass_rates: Rates,
+               update_state: bool) -> list[list[ScoredRollout]]:
         scored_PG, start = [], 0
         for group in groups_PG:
             end = start + len(group) * len(self._per_rollout)
-            scored_PG.append(self._finish(group, outcomes[start:end]))
+            scored_PG.append(self._finish(group, outcomes[start:end], pass_rates, update_state))
             start = end
         return scored_PG
 
@@ -136,20 +155,25 @@ class Scorer:
         calls = [(t, slim) for slim in map(_slim, rollouts_G) for t in range(len(self._per_rollout))]
         return self._pool.submit(calls)
 
-    def _finish(self, rollouts_G: Sequence[Rollout], outcomes: Sequence[Outcome]) -> list[ScoredRollout]:
+    def _finish(self, rollouts_G: Sequence[Rollout], outcomes: Sequence[Outcome], pass_rates: Rates = None,
+                update_state: bool = True) -> list[ScoredRollout]:
         n = len(self._per_rollout)
         terms_G: list[dict[str, TermResult]] = [{} for _ in rollouts_G]
         for i in range(len(rollouts_G)):
             for t, term in enumerate(self._per_rollout):
                 status, value, parts, error, seconds = outcomes[i * n + t]
+                if status == "timeout":
+                    value = self.timeout_value
                 terms_G[i][term.label] = TermResult(value, status, error, seconds)  # type: ignore[arg-type]
                 for part, part_value in parts.items():
                     terms_G[i][f"{term.label}/{part}"] = TermResult(part_value)
         if self._group:
             correct_G = [terms[self.correctness].value for terms in terms_G]
+            context = {"pass_rate": (pass_rates or {}).get(rollouts_G[0].sample.id), "update": update_state}
             with self._group_lock:
                 for term in self._group:
-                    for terms, result in zip(terms_G, _shape(term, rollouts_G, correct_G, self.correctness)):
+                    shaped = _shape(term, rollouts_G, correct_G, self.correctness, context)
+                    for terms, result in zip(terms_G, shaped):
                         terms[term.label] = result
         return [
             ScoredRollout(rollout, _weighted_sum(self.terms, terms), terms)
@@ -164,10 +188,12 @@ def _slim(rollout: Rollout) -> Rollout:
     return rollout
 
 
-def _shape(term: Term, rollouts_G: Sequence[Rollout], correct_G: list[float], correctness: str) -> list[TermResult]:
+def _shape(term: Term, rollouts_G: Sequence[Rollout], correct_G: list[float], correctness: str,
+           context: dict[str, Any]) -> list[TermResult]:
     start = time.perf_counter()
     try:
-        values_G = [float(v) for v in term.fn(rollouts_G, correct_G)]
+        values = term.fn(rollouts_G, correct_G, **context) if term.reads_pass_rate else term.fn(rollouts_G, correct_G)
+        values_G = [float(v) for v in values]
         if len(values_G) != len(rollouts_G):
             raise ValueError(f"returned {len(values_G)} values for a group of {len(rollouts_G)}")
     except Exception as e:  # a group shaper's bug fails its term for the group, loudly, not the service
@@ -189,7 +215,7 @@ def _weighted_sum(terms: Sequence[Term], results: dict[str, TermResult]) -> floa
         if term.weight == 0:
             continue
         result = results[term.label]
-        if result.status != "ok":
+        if result.status in ("error", "crash") or math.isnan(result.value):
             return math.nan
         total += term.weight * result.value
     return total
@@ -253,12 +279,14 @@ class RewardService:
     def __init__(self, cfg: RewardConfig) -> None:
         self._scorer = Scorer.from_config(cfg)
 
-    async def score_group(self, rollouts_G: Sequence[Rollout]) -> list[ScoredRollout]:
-        return await self._scorer.score_group_async(rollouts_G)
+    async def score_group(self, rollouts_G: Sequence[Rollout], pass_rates: Rates = None,
+                          update_state: bool = True) -> list[ScoredRollout]:
+        return await self._scorer.score_group_async(rollouts_G, pass_rates, update_state)
 
-    async def score_groups(self, groups_PG: Sequence[Sequence[Rollout]]) -> list[list[ScoredRollout]]:
+    async def score_groups(self, groups_PG: Sequence[Sequence[Rollout]], pass_rates: Rates = None,
+                           update_state: bool = True) -> list[list[ScoredRollout]]:
         """The groups that finished together (one engine step), in one submission to the pool."""
-        return await self._scorer.score_groups_async(groups_PG)
+        return await self._scorer.score_groups_async(groups_PG, pass_rates, update_state)
 
     async def stats(self) -> dict[str, int]:
         return self._scorer.stats()

@@ -17,8 +17,10 @@ from rlvr.checkpoint import write_json_atomic
 from rlvr.cluster import build_learner, build_rollout_workers, build_stage, build_weight_sync, placement, ray_cluster
 from rlvr.config import Config, to_dict
 from rlvr.console import RewardFailures
-from rlvr.data import PromptStream, load_splits
-from rlvr.evaluate import correctness_label, evaluate, first_last_mean
+from rlvr.correctness import Correctness, correctness_label
+from rlvr.curriculum import build_prompt_source, build_tracker, curriculum_state
+from rlvr.data import load_splits
+from rlvr.evaluate import evaluate, first_last_mean
 from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
 from rlvr.models import TinyShape, resolve_model
@@ -44,7 +46,8 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
     )
     m = cfg.model
     model_path = resolve_model(m.path, TinyShape(m.tiny_hidden, m.tiny_layers, m.tiny_heads, m.tiny_seed))
-    correctness = correctness_label(cfg.reward.terms, cfg.reward.correctness)
+    correctness = Correctness(correctness_label(cfg.reward.terms, cfg.reward.correctness))
+    tracker = build_tracker(cfg.curriculum, correctness)  # per-prompt pass rates: the driver owns them
     eval_tokens = cfg.eval.max_tokens or cfg.rollout.max_tokens
     summary: dict = {"model": model_path, "output_dir": str(out)}
 
@@ -58,10 +61,10 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
         console.print(f"loading the model ({model_path}) into the learner and {len(workers)} vLLM engine(s)")
         ray.get([learner.ready.remote()] + [w.ready.remote() for w in workers])
         weight_sync = build_weight_sync(cfg, learner, workers)
-        draw = functools.partial(generate_and_score, workers, reward_service)
+        draw = functools.partial(generate_and_score, workers, reward_service, pass_rates=tracker.rates)
         sampler = (
-            DynamicSampling(draw, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
-            if cfg.algo.dynamic_sampling else OnePass(draw)
+            DynamicSampling(draw, correctness, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
+            if cfg.algo.dynamic_sampling else OnePass(draw, correctness)
         )
         logger = MetricsLogger(out, total_steps=cfg.train.steps, console=console)
         failures = RewardFailures(logger.print)
@@ -76,7 +79,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
             logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
 
             logger.stage("RL", cfg.train.steps)
-            prompts = PromptStream(splits.train, cfg.data.batch_size, seed=cfg.train.seed)
+            prompts = build_prompt_source(cfg.curriculum, splits.train, cfg.data.batch_size, cfg.train.seed, tracker)
             rewards_per_step = []
             for step in range(cfg.train.steps):
                 step_start = time.perf_counter()
@@ -85,6 +88,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                 sampled = sampler.sample(prompts, spec)
                 scored_PG, times = sampled.train_PG, sampled.times
                 step_rewards = failures.check_step(step, sampled.all_PG, logger)  # raises if no reward at all
+                curriculum_metrics = tracker.update(sampled.all_PG)
                 batch = stage.make_batch(scored_PG)
                 train_start = time.perf_counter()
                 critic_metrics = stage.update(batch)  # PPO's critic trains beside the policy
@@ -93,14 +97,14 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                 sync_s = weight_sync.push(version=step + 1)
                 if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0:
                     ray.get(learner.save.remote(str(out / "checkpoints" / f"step_{step + 1:06d}")))
+                    write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                     metrics |= evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
                 step_s = time.perf_counter() - step_start
-                metrics |= step_rewards | rollout_metrics(sampled.all_PG) | {
-                    "sampling/rounds": sampled.rounds,
+                metrics |= step_rewards | rollout_metrics(sampled.all_PG) | sampled.metrics() | {
                     "timing/generate_s": times.generate_s, "timing/reward_s": times.reward_s,
                     "timing/train_s": train_s, "timing/sync_s": sync_s, "timing/step_s": step_s,
-                }
+                } | curriculum_metrics
                 metrics["throughput/tokens_per_s"] = (metrics["tokens/prompt"] + metrics["tokens/completion"]) / step_s
                 logger.log(step, metrics)
                 rewards_per_step.append(metrics["reward/mean"])
@@ -112,6 +116,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                 after = {"eval/accuracy": None}
                 logger.print("train.steps = 0: no RL steps; the evaluation above is the run's result")
             ray.get(learner.save.remote(str(out)))
+            write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
         finally:
             logger.close()
 

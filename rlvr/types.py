@@ -46,7 +46,10 @@ class Rollout:
 class TermResult:
     """The outcome of one reward term on one rollout.
 
-    `value` is NaN unless status is "ok": a failed verifier never turns into a silent 0.
+    `value` is NaN when the call raised or crashed ("error", "crash"): a failed verifier never turns
+    into a silent 0. A call that hit the deadline ("timeout") scores `reward.timeout_value` (default
+    0.0, as verl and TRL do, so a completion that hangs its verifier keeps a negative advantage; NaN
+    voids it instead); either way it is counted in `reward/<term>/timeouts` and printed on the console.
     """
 
     value: float
@@ -59,8 +62,9 @@ class TermResult:
 class ScoredRollout:
     """A rollout with its reward: the weighted sum of its terms after group shaping.
 
-    `reward` is NaN when any weighted term failed; such rollouts are masked out of the update
-    and counted in the metrics instead of being scored 0.
+    `reward` is NaN when any weighted term raised or crashed (or timed out with a NaN
+    `reward.timeout_value`); such rollouts are masked out of the update and counted in the metrics
+    instead of being scored 0.
     """
 
     rollout: Rollout

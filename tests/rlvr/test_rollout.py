@@ -9,7 +9,7 @@ from rlvr.batch import make_train_batch
 from rlvr.learner import Learner
 from rlvr.optim import OptimSpec
 from rlvr.config import LossConfig
-from rlvr.rollout import RolloutWorker, SamplingSpec
+from rlvr.rollout import RolloutWorker, SamplingSpec, request_seed
 from rlvr.types import Sample, ScoredRollout, TermResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
@@ -19,7 +19,9 @@ SAMPLES = [Sample(id=str(i), prompt=f"{i} + {i + 1} =", answer=str(2 * i + 1)) f
 @pytest.fixture(scope="module")
 def worker(ray_cluster, tiny_model):
     # A small per-step token budget, so that batches of prompts exceed it (rlvr/vllm_cpu.py, point 3).
-    handle = RolloutWorker.remote(tiny_model, max_model_len=64, max_num_batched_tokens=64, prompt_template="{prompt}")
+    # Engine 0 of 2: test_two_engines_never_share_a_seed adds engine 1.
+    handle = RolloutWorker.remote(tiny_model, max_model_len=64, max_num_batched_tokens=64, prompt_template="{prompt}",
+                                  engine_index=0, num_engines=2)
     ray.get(handle.ready.remote())
     yield handle
     ray.kill(handle)
@@ -46,7 +48,8 @@ def test_groups_stream_out_with_token_level_data(worker):
         for r in group:
             assert 1 <= r.num_tokens <= 6 and len(r.sampler_logprobs) == r.num_tokens
             assert all(lp <= 0 for lp in r.sampler_logprobs)
-            assert r.finish_reason == ("length" if r.num_tokens == 6 else "stop")
+            # A 6th token may be the end-of-sequence token itself: then it stopped, at 6 tokens.
+            assert r.finish_reason == "stop" if r.num_tokens < 6 else r.finish_reason in ("stop", "length")
             assert r.prompt_ids[-1] == 258  # <|assistant|>: the chat template was applied
 
 
@@ -61,6 +64,30 @@ def test_sampling_is_reproducible_with_a_seed(worker):
     first = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, SAMPLES, spec)}
     second = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, SAMPLES, spec)}
     assert first == second
+
+
+def test_no_two_samples_of_a_request_batch_share_a_random_stream(worker):
+    """vLLM seeds sample j of a request with seed + j: consecutive request seeds would make prompt i's
+    sample j replay prompt i+1's sample j-1 (identical prompts then give identical completions)."""
+    same = [Sample(id=str(i), prompt="1 + 2 =", answer="3") for i in range(6)]
+    by_id = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, same, SamplingSpec(n=4, max_tokens=6, seed=5))}
+    replays = [by_id[str(i)][j] == by_id[str(i + 1)][j - 1] for i in range(5) for j in range(1, 4)]
+    assert sum(replays) < len(replays) / 2, replays
+    # The step's seed sits in the high bits of the request seed: another step samples other completions.
+    other = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, same, SamplingSpec(n=4, max_tokens=6, seed=6))}
+    assert sum(other[k][j] == by_id[k][j] for k in by_id for j in range(4)) < 12
+
+
+def test_two_engines_never_share_a_seed(worker, tiny_model):
+    """Each engine numbers its prompts from 0; without the engine index in the seed, engine 1's k-th
+    prompt would replay engine 0's k-th (identical prompts then give identical completions)."""
+    second = RolloutWorker.remote(tiny_model, max_model_len=64, prompt_template="{prompt}", engine_index=1, num_engines=2)
+    same = [Sample(id=str(i), prompt="1 + 2 =", answer="3") for i in range(4)]
+    spec = SamplingSpec(n=2, max_tokens=6, seed=9)
+    first = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, same, spec)}
+    other = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(second, same, spec)}
+    ray.kill(second)
+    assert sum(first[k][j] == other[k][j] for k in first for j in range(2)) < 4
 
 
 def test_too_long_prompt_is_a_clear_error(worker):
@@ -97,3 +124,15 @@ def test_pushed_weights_make_vllm_agree_with_the_learner(worker, learner, tiny_m
             out = hf.generate(torch.tensor([r.prompt_ids]), max_new_tokens=6, do_sample=False,
                               eos_token_id=260, pad_token_id=256)
             assert tuple(out[0, len(r.prompt_ids):].tolist()) == r.completion_ids
+
+
+def test_request_seeds_of_a_step_give_every_sample_its_own_stream():
+    """Across engines, prompts, the n children vLLM derives (seed + j) and the draws of a step (dynamic
+    sampling draws again with the next seed), no two samples share a seed."""
+    n, engines, prompts = 8, 3, 50  # prompts per engine, as generate_and_score shards them
+    for step in (0, 7, 123_457):
+        seeds = [request_seed(step * 31 + draw, e, i, n, engines) + j
+                 for draw in (1, 2, 3, 4) for e in range(engines) for i in range(prompts) for j in range(n)]
+        assert len(set(seeds)) == len(seeds) and max(seeds) < 2**31 + n
+    with pytest.raises(ValueError, match="engine 3 of 3"):
+        request_seed(0, 3, 0, n, engines)

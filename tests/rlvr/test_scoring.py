@@ -85,6 +85,29 @@ def test_sympy_hang_times_out_within_deadline_and_service_keeps_serving():
     assert timeout_s <= metrics["reward/math/call_s_max"] < timeout_s + 1.0  # the killed call's time is counted
 
 
+@pytest.mark.parametrize("timeout_value", [0.0, math.nan])
+def test_a_timeout_scores_timeout_value_and_is_counted(timeout_value):
+    """0.0 (the training default, as in verl and TRL): a completion that hangs its verifier keeps its
+    negative advantage; NaN voids it like a crash. Either way the timeout is counted."""
+    cfg = RewardConfig(terms=(RewardTermConfig("reward_plugins:sleeps"),), workers=2, timeout_s=0.5,
+                       timeout_value=timeout_value)
+    with Scorer.from_config(cfg) as scorer:
+        warm(scorer)
+        scored = scorer.score_group([rollout("30"), rollout("0")])
+    assert [s.terms["sleeps"].status for s in scored] == ["timeout", "ok"]
+    assert scored[1].reward == 1.0
+    if math.isnan(timeout_value):
+        assert math.isnan(scored[0].reward) and not scored[0].ok
+    else:
+        assert scored[0].reward == 0.0 and scored[0].ok and scored[0].terms["sleeps"].value == 0.0
+    metrics = reward_metrics([scored])
+    assert metrics["reward/sleeps/timeouts"] == 1 and metrics["reward/failed"] == float(math.isnan(timeout_value))
+
+
+def test_the_training_default_scores_a_timeout_zero():
+    assert RewardConfig().timeout_value == 0.0
+
+
 def test_each_call_reports_its_time_so_slow_terms_show_in_metrics():
     with Scorer(terms("reward_plugins:sleeps", "reward_plugins:length"), workers=2) as scorer:
         warm_up = scorer.score_group([rollout("0")])
@@ -168,6 +191,19 @@ def test_group_shaper_marks_rollouts_whose_correctness_failed():
         scored = scorer.score_group([rollout("5"), rollout("6")])
     assert all(s.terms["kimi_length"].status == "error" and "'raises' failed" in s.terms["kimi_length"].error
                for s in scored)
+
+
+def test_pass_rates_reach_laser_d_and_update_state_false_leaves_its_windows_alone():
+    cfg = [RewardTermConfig("exact"), RewardTermConfig("laser_d", kwargs={"initial_target": 50, "min_lengths": 1})]
+    with Scorer(cfg, workers=1) as scorer:
+        laser = scorer.terms[1].fn
+        # An unseen prompt that is all correct is "easy"; the driver says this one is hard.
+        scorer.score_groups([[rollout("5", tokens=20), rollout("5", tokens=30)]], pass_rates={"s": 0.0})
+        assert sorted(laser.lengths["hard"]) == [20, 30] and not laser.lengths["easy"]
+        before = {b: list(w) for b, w in laser.lengths.items()}
+        scored = scorer.score_group([rollout("5", tokens=10), rollout("5", tokens=40)], update_state=False)
+        assert {b: list(w) for b, w in laser.lengths.items()} == before
+        assert [s.terms["laser_d"].value for s in scored] == [0.5, 0.5]  # easy bucket: initial target 50
 
 
 def test_config_errors_are_raised_at_construction():

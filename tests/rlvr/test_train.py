@@ -15,7 +15,8 @@ REQUIRED = [
     "step", "reward/mean", "reward/std", "response_length/mean", "loss", "entropy", "kl",
     "logprob_diff/max", "logprob_diff/mean", "timing/generate_s", "timing/reward_s", "timing/train_s",
     "timing/sync_s", "timing/step_s", "throughput/tokens_per_s", "clip_frac/low", "clip_frac/high",
-    "sampling/rounds",
+    "sampling/rounds", "sampling/informative_groups", "sampling/topped_up_groups", "curriculum/mean_pass_rate",
+    "curriculum/retired_solved", "curriculum/retired_unsolved", "reward/laser_d/mean",
 ]
 
 
@@ -23,9 +24,11 @@ REQUIRED = [
 def run(ray_cluster, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = load_config("examples/tiny_arith_grpo.toml", [
-        f"model.path={tiny_model}", "sft.steps=40", "sft.batch_size=32", "train.steps=3", "eval.size=16",
+        f"model.path={tiny_model}", "sft.steps=100", "sft.batch_size=32", "train.steps=3", "eval.size=16",
         "data.batch_size=4", "algo.group_size=4", "data.train_size=500", "loss.kl_coef=0.01",
-        "algo.dynamic_sampling=true",
+        "algo.dynamic_sampling=true", "curriculum.mode=pass_rate", "curriculum.retire_after=2", "train.save_every=2",
+        # LASER-D at weight 0: computed from the driver's pass rates and logged, not summed.
+        'reward.terms=[{name="reasoning_gym"}, {name="laser_d", weight=0.0, kwargs={initial_target=4}}]',
     ])
     summary = train(cfg, out)
     return out, summary
@@ -114,3 +117,19 @@ def test_zero_steps_is_sft_and_one_evaluation(ray_cluster, tiny_model, tmp_path)
     assert summary["eval/accuracy_after_rl"] is None and summary["reward/first10_mean"] is None
     assert summary["rl_steps"] == 0 and summary["sft/final_loss"] > 0
     assert (out / "metrics.jsonl").read_text() == ""
+
+
+def test_curriculum_tracks_every_group_and_saves_its_state(run):
+    out, _ = run
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    state = json.loads((out / "curriculum_state.json").read_text())
+    tracker = state["tracker"]
+    # Every group drawn (all rounds of dynamic sampling) updated its prompt's pass rate.
+    assert sum(tracker["seen"].values()) == 4 * sum(r["sampling/rounds"] for r in records)
+    assert state["prompts"]["draws"] == sum(r["sampling/rounds"] for r in records)
+    assert all(0.0 <= rate <= 1.0 for rate in tracker["rates"].values())
+    retired = list(tracker["retired"].values())
+    assert records[-1]["curriculum/retired_solved"] == retired.count("solved")
+    assert records[-1]["curriculum/retired_unsolved"] == retired.count("unsolved")
+    for r in records:  # the 4 trained groups: informative ones first, then the top-up
+        assert min(r["sampling/informative_groups"], 4) + r["sampling/topped_up_groups"] == 4
