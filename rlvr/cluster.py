@@ -44,6 +44,7 @@ def ray_cluster(cfg: Config) -> Iterator[dict]:
         ray.init(address=cfg.cluster.address, **kwargs)
     else:
         ray.init(
+            address="local",  # a new cluster, even when another one runs on this machine (`ray start`)
             num_cpus=cfg.cluster.num_cpus or os.cpu_count(),
             num_gpus=cfg.cluster.fake_gpus or None,
             object_store_memory=cfg.cluster.object_store_mb * 2**20,

@@ -18,6 +18,7 @@ from pathlib import Path
 TINY = "builtin:tiny-char"
 SMOLLM2 = "builtin:smollm2-135m-instruct"
 TEACHER = "builtin:tiny-char-teacher"  # a larger tiny model trained longer on the demo task (rlvr/teacher.py)
+BUILTINS = (TINY, SMOLLM2, TEACHER)
 
 # A byte-level BPE with no merges: one token per byte, so one per character for ASCII, which keeps digits
 # apart as a tiny model needs for arithmetic. It is the format Qwen2's own tokenizer class reads (transformers
@@ -69,7 +70,7 @@ def resolve_model(path: str, tiny: TinyShape = TinyShape()) -> str:
             _atomic_build(out, build_tiny_teacher)
         return str(out)
     if path.startswith("builtin:"):
-        raise ValueError(f"model.path: unknown builtin model {path!r} (known: {TINY}, {SMOLLM2}, {TEACHER})")
+        raise ValueError(f"model.path: unknown builtin model {path!r} (known: {', '.join(BUILTINS)})")
     return path
 
 

@@ -39,12 +39,32 @@ def preflight(cfg: Config, *, check_data: bool = True) -> list[str]:
     if cfg.train.steps < 0:
         raise PreflightError(f"train.steps = {cfg.train.steps}: must be >= 0 (0: SFT and one evaluation, no RL)")
     check_rewards(cfg.reward)
+    for key, path in (("model.path", cfg.model.path), ("critic.path", cfg.critic.path),
+                      ("distill.teacher", cfg.distill.teacher)):
+        check_model_path(key, path)
     if check_data:
         d = cfg.data
         check_source(d.source, d.prompt_key, d.answer_key, d.answer_format, d.task_kwargs, "data.source")
         if d.eval_source:
             check_source(d.eval_source, d.prompt_key, d.answer_key, d.answer_format, d.task_kwargs, "data.eval_source")
     return speed_warnings(cfg)
+
+
+def check_model_path(key: str, path: str) -> None:
+    """A model folder must hold a config.json; builtin names are checked by name (they build on first use)."""
+    from rlvr.models import BUILTINS
+
+    if not path:
+        return
+    if path.startswith("builtin:"):
+        if path not in BUILTINS:
+            raise PreflightError(f"{key} = {path!r}: unknown builtin model (known: {', '.join(BUILTINS)})")
+        return
+    folder = Path(path).expanduser()
+    if folder.exists() and not (folder / "config.json").exists():
+        raise PreflightError(f"{key} = {path!r}: the folder has no config.json (not a Hugging Face model folder)")
+    if not folder.exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
+        raise PreflightError(f"{key} = {path!r}: no such folder")  # not a hub id of the form org/name either
 
 
 def check_rewards(cfg: RewardConfig) -> list[tuple[str, Any]]:

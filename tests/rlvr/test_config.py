@@ -100,3 +100,22 @@ def test_to_dict_round_trips():
     cfg = load_config(None, ["algo.group_size=4"])
     assert Config.__name__ and to_dict(cfg)["algo"]["group_size"] == 4
     assert load_config(None, []) == Config()
+
+
+def test_extends_starts_from_the_base_file(tmp_path):
+    (tmp_path / "base.toml").write_text('[algo]\ngroup_size = 4\nepochs = 2\n[data]\nbatch_size = 8\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[algo]\nepochs = 3\n')
+    cfg = load_config(tmp_path / "child.toml")
+    assert (cfg.algo.group_size, cfg.algo.epochs, cfg.data.batch_size) == (4, 3, 8)  # tables merge key by key
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.toml")
+
+
+def test_method_presets_change_only_what_their_method_needs():
+    base = to_dict(load_config("examples/tiny_arith_grpo.toml"))
+    allowed = {"algo", "loss", "critic", "distill", "train", "learner", "data"}
+    for preset in sorted(Path("examples").glob("tiny_arith_*.toml")):
+        changed = {k for k, v in to_dict(load_config(preset)).items() if v != base[k]}
+        assert changed <= allowed, (preset, changed)

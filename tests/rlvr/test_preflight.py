@@ -1,6 +1,7 @@
 """Preflight: every mistake the config can show fails in seconds, before Ray or vLLM start."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,13 @@ def test_reward_terms_line_names_weights_and_origins():
     assert describe_terms(cfg.reward) == (
         "reward terms: math x1 (rlvr.rewards.math:MathVerify), length x0.1 (reward_plugins:length)"
     )
+
+
+@pytest.mark.parametrize("override,message", [
+    ("distill.teacher=builtin:no-such-teacher", "distill.teacher = 'builtin:no-such-teacher': unknown builtin model"),
+    ("critic.path=/nonexistent/critic", "critic.path = '/nonexistent/critic': no such folder"),
+    ("model.path=./not-here", "model.path = './not-here': no such folder"),
+])
+def test_model_paths_are_checked_before_anything_starts(override, message):
+    with pytest.raises(PreflightError, match=re.escape(message)):
+        preflight(load_config(EXAMPLE, [override]), check_data=False)
