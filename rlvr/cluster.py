@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rlvr.config import Config
 from rlvr.critic import Critic
 from rlvr.entropy_control import EntropyControl
-from rlvr.estimate import AdvantageStage, CriticAdvantages, OutcomeAdvantages, WithTeacher
+from rlvr.estimate import AdvantageStage, CriticAdvantages, KLPenalty, OutcomeAdvantages, WithTeacher
 from rlvr.learner import Learner
 from rlvr.models import resolve_model
 from rlvr.optim import OptimSpec
@@ -149,11 +149,12 @@ def build_learner(cfg: Config, model_path: str, options: dict) -> ray.actor.Acto
     )
 
 
-def build_stage(cfg: Config, model_path: str) -> AdvantageStage:
+def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
     """The advantage stage, with the critic (PPO) and the teacher (distillation) actors it needs."""
     a = cfg.algo
     on_gpu, threads = cfg.learner.gpus > 0, 0 if cfg.learner.gpus else (os.cpu_count() or 1)
-    stage: AdvantageStage = OutcomeAdvantages(a.advantage, a.advantage_norm)
+    penalty = KLPenalty(learner, cfg.loss.kl_coef) if cfg.loss.kl_in == "reward" and cfg.loss.kl_coef > 0 else None
+    stage: AdvantageStage = OutcomeAdvantages(a.advantage, a.advantage_norm, penalty)
     if a.advantage == "gae":
         c = cfg.critic
         critic = Critic.options(**side_options(cfg)).remote(
@@ -162,7 +163,7 @@ def build_stage(cfg: Config, model_path: str) -> AdvantageStage:
             micro_batch_size=c.micro_batch_size, device="cuda" if on_gpu else "cpu", threads=threads,
             seed=cfg.learner.seed,
         )
-        stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path)
+        stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path, kl_penalty=penalty)
     if cfg.distill.teacher:
         teacher = Teacher.options(**side_options(cfg)).remote(
             resolve_model(cfg.distill.teacher), temperature=cfg.rollout.temperature,

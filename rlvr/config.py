@@ -142,6 +142,9 @@ class LossConfig:
     norm_length: int = 0  # seq-mean-token-sum-norm's constant divisor; 0: rollout.max_tokens
     kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 disables the term
     kl_estimator: KLEstimator = "k3"  # k3+: k3's value with k2's gradient
+    # "loss": kl_coef * KL is a loss term; "reward": kl_coef * the estimator per token is subtracted from the
+    # reward before the advantages (InstructGPT's penalty; k1 is the usual estimator there)
+    kl_in: Literal["loss", "reward"] = "loss"
     entropy_coef: float = 0.0  # entropy bonus weight (the start value of a schedule)
     entropy_schedule: Literal["constant", "linear", "adaptive"] = "constant"
     entropy_coef_end: float = 0.0  # linear: the value at the last step

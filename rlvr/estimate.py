@@ -1,6 +1,6 @@
 """From scored groups to the learner's TrainBatch: the advantage stage, chosen once when the run is built.
 
-    stage = build_stage(cfg, model_path)         # rlvr/cluster.py: starts the critic / teacher it needs
+    stage = build_stage(cfg, model_path, learner)  # rlvr/cluster.py: starts the critic / teacher it needs
     stage.prepare(learner)                       # once, after SFT: the critic starts from the policy
     batch = stage.make_batch(scored_PG)          # advantages (and values, returns, teacher log-probs)
     critic_metrics = stage.update(batch)         # starts PPO's critic update beside the policy's
@@ -9,7 +9,10 @@
 `OutcomeAdvantages`: one advantage per rollout from the table in `rlvr/advantages.py` (GRPO, Dr. GRPO,
 RLOO, REINFORCE++, REINFORCE++-baseline). `CriticAdvantages`: PPO (Schulman et al. 2017) with GAE over the
 critic's values, the outcome reward on each completion's last token; the critic trains on the returns
-while the policy trains. `WithTeacher`: adds a distillation teacher's log-probs of the sampled tokens.
+while the policy trains. `WithTeacher`: adds a distillation teacher's log-probs of the sampled tokens. `KLPenalty` (loss.kl_in =
+"reward"): kl_coef times the per-token KL to the reference comes off the reward before the advantages
+(Ouyang et al. 2022, InstructGPT, eq. 2; REINFORCE++): per token for GAE, summed over the completion for
+the outcome estimators.
 """
 
 from __future__ import annotations
@@ -45,9 +48,27 @@ def rewards_of(scored_PG: list[list[ScoredRollout]]) -> torch.Tensor:
     return torch.tensor([[s.reward for s in group] for group in scored_PG], dtype=torch.float32)
 
 
+class KLPenalty:
+    def __init__(self, learner, coef: float) -> None:
+        self.learner, self.coef = learner, coef
+
+    def __call__(self, batch: TrainBatch) -> torch.Tensor:
+        """coef * KL per completion token, [B, Lc]."""
+        return self.coef * ray.get(self.learner.reference_kl.remote(batch))
+
+
+def _penalised(scored_PG: list[list[ScoredRollout]], penalty: KLPenalty) -> list[list[ScoredRollout]]:
+    """The groups with each trained rollout's reward lowered by its summed KL penalty."""
+    per_row = iter(penalty(make_train_batch(scored_PG, [[0.0] * len(g) for g in scored_PG])).sum(1).tolist())
+    return [
+        [dataclasses.replace(s, reward=s.reward - next(per_row)) if s.ok and s.rollout.num_tokens else s for s in g]
+        for g in scored_PG
+    ]  # the same rows, in the same order, as make_train_batch keeps
+
+
 class OutcomeAdvantages:
-    def __init__(self, estimator: str, norm: str) -> None:
-        self.estimator, self.norm = estimator, norm
+    def __init__(self, estimator: str, norm: str, kl_penalty: KLPenalty | None = None) -> None:
+        self.estimator, self.norm, self.kl_penalty = estimator, norm, kl_penalty
 
     def prepare(self, learner) -> None:
         pass
@@ -55,6 +76,8 @@ class OutcomeAdvantages:
     def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
         if self.estimator == "none":  # pure distillation: the teacher supplies every token's signal
             return make_train_batch(scored_PG, [[0.0] * len(g) for g in scored_PG])
+        if self.kl_penalty is not None:
+            scored_PG = _penalised(scored_PG, self.kl_penalty)
         advantages_P_G = group_advantages(rewards_of(scored_PG), self.estimator, self.norm)
         return make_train_batch(scored_PG, advantages_P_G.tolist())
 
@@ -63,8 +86,10 @@ class OutcomeAdvantages:
 
 
 class CriticAdvantages:
-    def __init__(self, critic, gamma: float, lam: float, norm: str, from_policy: bool) -> None:
+    def __init__(self, critic, gamma: float, lam: float, norm: str, from_policy: bool,
+                 kl_penalty: KLPenalty | None = None) -> None:
         self.critic, self.gamma, self.lam, self.from_policy = critic, gamma, lam, from_policy
+        self.kl_penalty = kl_penalty
         self.norm = "batch" if norm == "auto" else norm
 
     def prepare(self, learner) -> None:
@@ -77,7 +102,10 @@ class CriticAdvantages:
         rewards_B = torch.tensor([s.reward for g in scored_PG for s in g if s.ok and s.rollout.num_tokens])
         mask = batch.completion_mask_B_Lc
         values = ray.get(self.critic.values.remote(batch))
-        advantages, returns = gae(outcome_token_rewards(rewards_B, mask), values, mask, self.gamma, self.lam)
+        token_rewards = outcome_token_rewards(rewards_B, mask)
+        if self.kl_penalty is not None:
+            token_rewards = token_rewards - self.kl_penalty(batch)
+        advantages, returns = gae(token_rewards, values, mask, self.gamma, self.lam)
         advantages = torch.where(mask, scale(advantages, mask, self.norm), 0.0)
         return dataclasses.replace(batch, advantages_B_Lc=advantages, returns_B_Lc=returns, values_B_Lc=values)
 

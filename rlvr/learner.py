@@ -10,6 +10,7 @@ same function of the weights for the ratio to mean anything.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import random
@@ -24,7 +25,7 @@ from rlvr.config import LossConfig
 from rlvr.data import chat_prompt_ids
 from rlvr.entropy_control import EntropyControl
 from rlvr.forward import fused_head_matches, token_logprobs, without_dropout
-from rlvr.losses import LossInputs, LossStats, compute_loss
+from rlvr.losses import LossInputs, LossStats, compute_loss, kl_estimate
 from rlvr.optim import OptimSpec, TorchUpdater, make_updater
 from rlvr.types import Sample
 
@@ -66,7 +67,8 @@ class Learner:
         self.model = without_dropout(model)
         self.compute_dtype = DTYPES[dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.loss_config = loss
+        # KL in the reward: the driver subtracts it before the advantages (reference_kl), not the loss.
+        self.loss_config = dataclasses.replace(loss, kl_coef=0.0) if loss.kl_in == "reward" else loss
         self.temperature = temperature
         self.micro_batch_size = micro_batch_size
         self.epochs, self.minibatches = epochs, minibatches
@@ -91,6 +93,16 @@ class Learner:
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         """The current policy's log-probs of the batch's completion tokens, [B, Lc], 0 at padding."""
         return self._logprobs(self.model, batch)[0].cpu()
+
+    @torch.no_grad()
+    def reference_kl(self, batch: TrainBatch) -> torch.Tensor:
+        """Per-token KL estimate (loss.kl_estimator) of the current policy to pi_ref, [B, Lc], 0 at padding."""
+        if self.reference is None:
+            raise RuntimeError("reference_kl needs the reference policy: call set_reference() with a KL term set")
+        mask = batch.completion_mask_B_Lc.to(self.device)
+        kl = kl_estimate(self._logprobs(self.model, batch)[0], self._logprobs(self.reference, batch)[0],
+                         self.loss_config.kl_estimator)
+        return torch.where(mask, kl, 0.0).cpu()
 
     # ---- RL ----
     def set_reference(self) -> None:

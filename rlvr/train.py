@@ -57,7 +57,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
         learner = build_learner(cfg, model_path, learner_options)
         workers = build_rollout_workers(cfg, model_path, worker_options)
         reward_service = build_reward_service(cfg.reward)
-        stage = build_stage(cfg, model_path)  # advantages: a table estimator, or PPO's critic; a teacher
+        stage = build_stage(cfg, model_path, learner)  # advantages: a table estimator, or PPO's critic; a teacher
         console.print(f"loading the model ({model_path}) into the learner and {len(workers)} vLLM engine(s)")
         ray.get([learner.ready.remote()] + [w.ready.remote() for w in workers])
         weight_sync = build_weight_sync(cfg, learner, workers)

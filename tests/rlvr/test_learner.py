@@ -146,3 +146,15 @@ def test_reference_forward_only_when_asked(tiny_model):
     learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-3), loss=LossConfig(kl_coef=0.1), threads=2)
     learner.set_reference()
     assert learner.reference is not None
+
+
+def test_kl_in_the_reward_leaves_the_loss_and_is_served_per_token(tiny_model):
+    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=1e-2), loss=LossConfig(kl_coef=0.1, kl_in="reward",
+                           kl_estimator="k1"), threads=2)
+    batch = _batch_with_own_logprobs(tiny_model)
+    learner.set_reference()
+    assert torch.equal(learner.reference_kl(batch), torch.zeros_like(batch.sampler_logprobs_B_Lc))  # pi == pi_ref
+    metrics = learner.train_step(batch)
+    assert "loss/kl" not in metrics and metrics["kl"] == pytest.approx(0.0, abs=1e-6)
+    kl = learner.reference_kl(batch)
+    assert kl[batch.completion_mask_B_Lc].abs().sum() > 0 and (kl[~batch.completion_mask_B_Lc] == 0).all()
