@@ -26,3 +26,17 @@ def full_forward_logprobs(model, prompt, completion):
     with torch.no_grad():
         logits = model(ids).logits[0, len(prompt) - 1 : -1]
     return torch.log_softmax(logits.double(), -1).gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+
+
+def assert_equals_full_forward(got, model_path):
+    """`got` [B, Lc] (rows in PROMPTS x COMPLETIONS order) equals a plain full forward of each sequence."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    row = 0
+    for prompt, completions in zip(PROMPTS, COMPLETIONS):
+        for completion in completions:
+            expected = full_forward_logprobs(model, prompt, completion).float()
+            assert torch.allclose(got[row, : len(completion)], expected, atol=2e-5), (row, got[row], expected)
+            assert (got[row, len(completion):] == 0).all()
+            row += 1

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from rlvr.estimate import OutcomeAdvantages
 

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).parent))
-from learner_cases import COMPLETIONS, PROMPTS, full_forward_logprobs, groups_of  # noqa: E402
+from learner_cases import COMPLETIONS, PROMPTS, assert_equals_full_forward, full_forward_logprobs, groups_of  # noqa: E402
 
 from rlvr.batch import make_train_batch
 from rlvr.config import LossConfig
@@ -26,14 +26,7 @@ def test_shared_prompt_logprobs_equal_a_full_forward(tiny_model, fused_head):
     groups = groups_of(PROMPTS, COMPLETIONS)
     batch = make_train_batch(groups, [[0.0] * len(g) for g in groups])
     got = learner.logprobs(batch)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    row = 0
-    for prompt, completions in zip(PROMPTS, COMPLETIONS):
-        for completion in completions:
-            expected = full_forward_logprobs(model, prompt, completion).float()
-            assert torch.allclose(got[row, : len(completion)], expected, atol=2e-5), (row, got[row], expected)
-            assert (got[row, len(completion):] == 0).all()
-            row += 1
+    assert_equals_full_forward(got, tiny_model)
 
 
 def test_updates_follow_the_advantage_and_report_mismatch(tiny_model):
