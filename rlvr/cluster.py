@@ -89,6 +89,12 @@ def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[dict, list[dict]]:
     return options[0], options[1:]
 
 
+def engine_options(cfg: Config) -> list[dict]:
+    """Ray options for the rollout engines alone (`rlvr eval`): no learner resources are reserved."""
+    g = cfg.rollout.gpus_per_engine
+    return [dict(num_cpus=0, num_gpus=g) if g else dict(num_cpus=0, runtime_env=_cpu_env())] * cfg.rollout.num_engines
+
+
 def side_options(cfg: Config, timeout_s: float = 120.0) -> dict:
     """Ray options for a model beside the learner (critic, teacher): the learner's GPU count, own bundle."""
     if not cfg.learner.gpus:
