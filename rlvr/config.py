@@ -191,8 +191,11 @@ class LearnerConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     size: int = 256  # held-out prompts scored greedily before and after RL
-    every: int = 0  # also evaluate every N RL steps; 0: only before and after
+    every: int = 0  # also evaluate every N RL steps (eval/pass@k, eval/avg@n, ...); 0: only before and after
     max_tokens: int = 0  # 0: rollout.max_tokens
+    n: int = 1  # every-N evaluation: samples per held-out prompt (rlvr/eval_sampled.py)
+    k: tuple[int, ...] = (1,)  # every-N evaluation: the k of pass@k, each in 1..n
+    temperature: float = 0.0  # every-N evaluation: 0 is greedy (then n = 1 makes sense)
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,8 @@ class Config:
 
     def __post_init__(self) -> None:
         a, loss = self.algo, self.loss
+        if not self.eval.k or any(not 1 <= k <= self.eval.n for k in self.eval.k):
+            raise ConfigError(f"eval.k = {list(self.eval.k)}: each k must lie in 1..eval.n ({self.eval.n})")
         if a.group_size < 2 and a.advantage in ("grpo", "rloo", "reinforce_pp_baseline"):
             raise ConfigError(f"algo.group_size must be >= 2 for {a.advantage} (got {a.group_size})")
         if a.minibatches > self.data.batch_size:

@@ -18,6 +18,7 @@ from rlvr.cluster import build_learner, build_rollout_workers, build_stage, buil
 from rlvr.config import Config, to_dict
 from rlvr.console import RewardFailures
 from rlvr.data import PromptStream, load_splits
+from rlvr.eval_sampled import SampledEval
 from rlvr.evaluate import correctness_label, evaluate, first_last_mean
 from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
@@ -63,6 +64,9 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
             DynamicSampling(draw, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
             if cfg.algo.dynamic_sampling else OnePass(draw)
         )
+        e = cfg.eval  # every-N evaluation: n samples per held-out prompt -> eval/pass@k, eval/avg@n, ...
+        periodic_eval = SampledEval(workers, reward_service, splits.held_out,
+                                    SamplingSpec(e.n, eval_tokens, e.temperature, seed=cfg.rollout.seed), correctness, e.k)
         logger = MetricsLogger(out, total_steps=cfg.train.steps, console=console)
         failures = RewardFailures(logger.print)
         try:
@@ -94,7 +98,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                 if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0:
                     ray.get(learner.save.remote(str(out / "checkpoints" / f"step_{step + 1:06d}")))
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
-                    metrics |= evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
+                    metrics |= periodic_eval.metrics()
                 step_s = time.perf_counter() - step_start
                 metrics |= step_rewards | rollout_metrics(sampled.all_PG) | {
                     "sampling/rounds": sampled.rounds,

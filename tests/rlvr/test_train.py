@@ -25,7 +25,7 @@ def run(ray_cluster, tiny_model, tmp_path_factory):
     cfg = load_config("examples/tiny_arith_grpo.toml", [
         f"model.path={tiny_model}", "sft.steps=40", "sft.batch_size=32", "train.steps=3", "eval.size=16",
         "data.batch_size=4", "algo.group_size=4", "data.train_size=500", "loss.kl_coef=0.01",
-        "algo.dynamic_sampling=true",
+        "algo.dynamic_sampling=true", "eval.every=2", "eval.n=2", "eval.k=[1, 2]", "eval.temperature=1.0",
     ])
     summary = train(cfg, out)
     return out, summary
@@ -44,6 +44,11 @@ def test_metrics_have_every_required_key(run):
     assert records[0]["logprob_diff/max"] <= 1e-3
     assert records[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # pi == pi_ref before any RL update
     assert records[-1]["kl"] > 0
+    # eval.every = 2: the sampled evaluator after step 2 only (index 1), n = 2 samples of 16 prompts
+    assert "eval/pass@1" not in records[0] and "eval/pass@1" not in records[2]
+    assert records[1]["eval/pass@1"] == pytest.approx(records[1]["eval/avg@2"])
+    assert records[1]["eval/pass@1"] <= records[1]["eval/pass@2"] <= 1.0
+    assert records[1]["eval/prompts"] == 16 and records[1]["eval/samples_per_prompt"] == 2
 
 
 def test_summary_and_final_weights(run, tiny_model):
