@@ -17,6 +17,7 @@ export DS_BUILD_OPS ?= 0
 
 demo: $(VENV)/.installed-cpu
 	$(BIN)/rlvr train examples/tiny_arith_grpo.toml --output-dir $(RUN_DIR)
+	$(BIN)/rlvr plot $(RUN_DIR)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/pytest

@@ -51,6 +51,16 @@ def test_metrics_have_every_required_key(run):
     assert records[1]["eval/prompts"] == 16 and records[1]["eval/samples_per_prompt"] == 2
 
 
+def test_plot_of_the_run(run):
+    from rlvr.plot import plot_runs
+
+    out, _ = run
+    written = plot_runs([out], out / "plots")
+    assert [p.name for p in written] == ["reward.png", "correctness.png", "response_length.png", "kl.png",
+                                         "entropy.png", "step_time.png", "eval.png"]
+    assert all(p.stat().st_size > 5000 for p in written)
+
+
 def test_summary_and_final_weights(run, tiny_model):
     out, summary = run
     saved = json.loads((out / "summary.json").read_text())
