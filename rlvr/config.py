@@ -203,14 +203,22 @@ class TrainConfig:
     steps: int = 100
     save_every: int = 0  # 0: save only at the end
     seed: int = 0
+    # Besides metrics.jsonl: "tensorboard" (DIR/tensorboard), "ray" (Prometheus gauges rlvr_*, see
+    # rlvr/trackers.py), "wandb" (Weights & Biases; WANDB_MODE=offline needs no network)
+    loggers: tuple[Literal["tensorboard", "ray", "wandb"], ...] = ("tensorboard", "ray")
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    address: str = ""  # empty: start a local Ray cluster on loopback
+    # Empty: $RAY_ADDRESS if set (a `ray job submit` driver), else start a local cluster with Ray's token
+    # authentication on. A given cluster's own settings (auth, dashboard, metrics port) apply.
+    address: str = ""
     num_cpus: int = 0  # 0: let Ray count
     fake_gpus: int = 0  # advertise this many GPU resources (placement tests on CPU)
-    dashboard: bool = False
+    dashboard: bool = True  # Ray dashboard of a local cluster (~0.9 GB, 9 processes)
+    dashboard_host: str = "127.0.0.1"  # "0.0.0.0" opens it to other hosts: anyone who reaches it can run code
+    dashboard_port: int = 8265
+    metrics_export_port: int = 0  # Prometheus endpoint of a local cluster's node; 0: Ray's choice, printed at start
     object_store_mb: int = 512
 
 

@@ -26,6 +26,7 @@ from rlvr.models import TinyShape, resolve_model
 from rlvr.rollout import SamplingSpec
 from rlvr.sampling import DynamicSampling, OnePass, generate_and_score
 from rlvr.scoring import build_reward_service
+from rlvr.trackers import build_trackers
 
 SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
 
@@ -50,7 +51,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
     summary: dict = {"model": model_path, "output_dir": str(out)}
 
     console.print("starting Ray")
-    with ray_cluster(cfg):
+    with ray_cluster(cfg, say=console.print):
         learner_options, worker_options = placement(cfg)
         learner = build_learner(cfg, model_path, learner_options)
         workers = build_rollout_workers(cfg, model_path, worker_options)
@@ -67,7 +68,8 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
         e = cfg.eval  # every-N evaluation: n samples per held-out prompt -> eval/pass@k, eval/avg@n, ...
         periodic_eval = SampledEval(workers, reward_service, splits.held_out,
                                     SamplingSpec(e.n, eval_tokens, e.temperature, seed=cfg.rollout.seed), correctness, e.k)
-        logger = MetricsLogger(out, total_steps=cfg.train.steps, console=console)
+        trackers = build_trackers(cfg.train.loggers, out, to_dict(cfg))
+        logger = MetricsLogger(out, total_steps=cfg.train.steps, trackers=trackers, console=console)
         failures = RewardFailures(logger.print)
         try:
             if cfg.sft.steps:
@@ -100,7 +102,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                     metrics |= periodic_eval.metrics()
                 step_s = time.perf_counter() - step_start
-                metrics |= step_rewards | rollout_metrics(sampled.all_PG) | {
+                metrics |= step_rewards | rollout_metrics(sampled.all_PG, step) | {
                     "sampling/rounds": sampled.rounds,
                     "timing/generate_s": times.generate_s, "timing/reward_s": times.reward_s,
                     "timing/train_s": train_s, "timing/sync_s": sync_s, "timing/step_s": step_s,
