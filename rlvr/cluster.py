@@ -57,6 +57,7 @@ def ray_cluster(cfg: Config, say: Callable[[str], None] = print) -> Iterator[dic
         RayConfig.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
         ray.init(
+            address="local",  # a new cluster, even where `ray start` left /tmp/ray/ray_current_cluster behind
             num_cpus=c.num_cpus or os.cpu_count(),
             num_gpus=c.fake_gpus or None,
             object_store_memory=c.object_store_mb * 2**20,

@@ -1,10 +1,12 @@
 """scripts/ray_job_submit.sh against a real local head (`ray start --head`): a 2-step tiny run as a Ray job."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,7 +28,10 @@ def free_port() -> int:
 def head(tmp_path_factory):
     """A Ray head with token auth and its dashboard on loopback; stopped by killing its own process group."""
     gcs_port, dashboard_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
+    # Its own temp dir: `ray start` records its address in TMP/ray/ray_current_cluster, which any later
+    # address-less ray.init() on this machine would try to join (killing the head does not remove it).
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token", "RAY_TMPDIR": temp}
     log = (tmp_path_factory.mktemp("head") / "head.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={gcs_port}",
@@ -53,6 +58,7 @@ def head(tmp_path_factory):
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_two_step_tiny_run_succeeds_as_a_job(head, tmp_path):
