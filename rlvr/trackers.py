@@ -81,7 +81,7 @@ class WandB:
         self.run = wandb.init(project="rlvr", name=out_dir.name, dir=str(out_dir), config=dict(run_config))
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
-        self.run.log({k: v for k, v in metrics.items() if _number(v)}, step=step)
+        self.run.log({k: v for k, v in metrics.items() if _number(v)}, step=step, commit=True)  # not held until step + 1
 
     def close(self) -> None:
         self.run.finish()
