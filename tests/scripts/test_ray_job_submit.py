@@ -36,6 +36,8 @@ def head(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={gcs_port}",
          "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         # the job agent's HTTP port defaults to 52365, which another cluster on the machine may hold
+         f"--dashboard-agent-listen-port={free_port()}",
          "--include-dashboard=true", "--num-cpus=2", f"--object-store-memory={512 * 2**20}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
