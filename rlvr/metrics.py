@@ -1,29 +1,28 @@
-"""Run outputs: DIR/metrics.jsonl (one JSON object per RL step), TensorBoard scalars, a console progress bar."""
+"""Run outputs: DIR/metrics.jsonl (one JSON object per RL step), the trackers (rlvr/trackers.py), a console progress bar."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from rlvr.trackers import Tracker
 from rlvr.types import ScoredRollout
 
 
 class MetricsLogger:
-    def __init__(self, out_dir: Path, total_steps: int, tensorboard: bool = True, console: Console | None = None) -> None:
+    def __init__(self, out_dir: Path, total_steps: int, trackers: Sequence[Tracker] = (),
+                 console: Console | None = None) -> None:
         self.path = out_dir / "metrics.jsonl"
         self.file = self.path.open("a")
         self.console = console or Console(stderr=True)
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+        self.trackers = list(trackers)  # TensorBoard, Ray metrics, W&B (rlvr/trackers.py)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
@@ -48,10 +47,8 @@ class MetricsLogger:
         record = {"step": step, **{k: _plain(v) for k, v in sorted(metrics.items())}}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.writer is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
+        for tracker in self.trackers:
+            tracker.log(step, metrics)
         timeouts = {k.split("/")[1]: int(v) for k, v in metrics.items() if _is_timeout_count(k) and v}
         if timeouts:  # scored reward.timeout_value (0 by default): said out loud, never a silent 0
             counts = ", ".join(f"{label} {n}" for label, n in timeouts.items())
@@ -67,15 +64,18 @@ class MetricsLogger:
     def close(self) -> None:
         self.progress.stop()
         self.file.close()
-        if self.writer is not None:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
-def rollout_metrics(scored_PG: list[list[ScoredRollout]]) -> dict[str, float]:
-    """Shape of the generated text: lengths, truncation, token counts."""
+def rollout_metrics(scored_PG: list[list[ScoredRollout]], step: int = 0) -> dict[str, float]:
+    """Shape of the generated text: lengths, truncation, token counts; staleness (steps behind `step`'s weights)."""
     flat = [s for group in scored_PG for s in group]
     lengths = [s.rollout.num_tokens for s in flat]
+    stale = [step - s.rollout.policy_version for s in flat]
     return {
+        "staleness/mean": statistics.fmean(stale),
+        "staleness/max": float(max(stale)),
         "response_length/mean": statistics.fmean(lengths),
         "response_length/max": float(max(lengths)),
         "response_length/clip_ratio": sum(s.rollout.finish_reason == "length" for s in flat) / len(flat),

@@ -20,6 +20,7 @@ from rlvr.console import RewardFailures
 from rlvr.correctness import Correctness, correctness_label
 from rlvr.curriculum import build_prompt_source, build_tracker, curriculum_state
 from rlvr.data import load_splits
+from rlvr.eval_sampled import SampledEval
 from rlvr.evaluate import evaluate, first_last_mean
 from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
@@ -27,6 +28,7 @@ from rlvr.models import TinyShape, resolve_model
 from rlvr.rollout import SamplingSpec
 from rlvr.sampling import DynamicSampling, OnePass, generate_and_score
 from rlvr.scoring import build_reward_service
+from rlvr.trackers import build_trackers
 
 SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
 
@@ -52,7 +54,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
     summary: dict = {"model": model_path, "output_dir": str(out)}
 
     console.print("starting Ray")
-    with ray_cluster(cfg):
+    with ray_cluster(cfg, say=console.print):
         learner_options, worker_options = placement(cfg)
         learner = build_learner(cfg, model_path, learner_options)
         workers = build_rollout_workers(cfg, model_path, worker_options)
@@ -66,7 +68,11 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
             DynamicSampling(draw, correctness, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
             if cfg.algo.dynamic_sampling else OnePass(draw, correctness)
         )
-        logger = MetricsLogger(out, total_steps=cfg.train.steps, console=console)
+        e = cfg.eval  # every-N evaluation: n samples per held-out prompt -> eval/pass@k, eval/avg@n, ...
+        periodic_eval = SampledEval(workers, reward_service, splits.held_out,
+                                    SamplingSpec(e.n, eval_tokens, e.temperature, seed=cfg.rollout.seed), correctness, e.k)
+        trackers = build_trackers(cfg.train.loggers, out, to_dict(cfg))
+        logger = MetricsLogger(out, total_steps=cfg.train.steps, trackers=trackers, console=console)
         failures = RewardFailures(logger.print)
         try:
             if cfg.sft.steps:
@@ -99,9 +105,9 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                     ray.get(learner.save.remote(str(out / "checkpoints" / f"step_{step + 1:06d}")))
                     write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
-                    metrics |= evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
+                    metrics |= periodic_eval.metrics()
                 step_s = time.perf_counter() - step_start
-                metrics |= step_rewards | rollout_metrics(sampled.all_PG) | sampled.metrics() | {
+                metrics |= step_rewards | rollout_metrics(sampled.all_PG, step) | sampled.metrics() | {
                     "timing/generate_s": times.generate_s, "timing/reward_s": times.reward_s,
                     "timing/train_s": train_s, "timing/sync_s": sync_s, "timing/step_s": step_s,
                 } | curriculum_metrics

@@ -67,3 +67,8 @@ class NeedsThreshold:
 
 def under_200_tokens(rollout) -> float:
     return 1.0 if rollout.num_tokens < 200 else 0.0  # the README's example reward
+
+
+def odd_length(rollout) -> float:
+    """1.0 for a completion of odd length: a random model gets a mix of right and wrong (rlvr eval tests)."""
+    return float(len(rollout.completion) % 2)

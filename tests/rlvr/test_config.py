@@ -94,6 +94,9 @@ def test_cross_field_validation():
         load_config(None, ["algo.advantage=gae", "algo.advantage_norm=group"])
     with pytest.raises(ConfigError, match="distill.teacher"):
         load_config(None, ["algo.advantage=none"])
+    assert load_config(None, ["eval.n=4", "eval.k=[1, 4]"]).eval.k == (1, 4)
+    with pytest.raises(ConfigError, match=r"eval.k = \[1, 8\]: each k must lie in 1..eval.n \(4\)"):
+        load_config(None, ["eval.n=4", "eval.k=[1, 8]"])
 
 
 def test_to_dict_round_trips():

@@ -52,7 +52,7 @@ def test_first_failure_of_each_term_is_shown_once():
 
 
 def test_a_step_without_any_reward_is_logged_then_raises(tmp_path):
-    logger = MetricsLogger(tmp_path, total_steps=3, tensorboard=False, console=Console(file=io.StringIO()))
+    logger = MetricsLogger(tmp_path, total_steps=3, console=Console(file=io.StringIO()))
     failures = RewardFailures(lambda line: None)
     assert failures.check_step(0, [[scored("s1", boom=OK), scored("s2", boom=ERR)]], logger)["reward/boom/errors"] == 1
     with pytest.raises(RewardError, match=r"\(2 rollouts\): term 'boom' error on 2/2 \(ValueError: boom\)"):

@@ -26,6 +26,7 @@ def run(ray_cluster, tiny_model, tmp_path_factory):
         f"model.path={tiny_model}", "sft.steps=100", "sft.batch_size=32", "train.steps=3", "eval.size=16",
         "data.batch_size=4", "algo.group_size=4", "data.train_size=500", "loss.kl_coef=0.01",
         "algo.dynamic_sampling=true", "curriculum.mode=pass_rate", "curriculum.retire_after=2", "train.save_every=2",
+        "eval.every=2", "eval.n=2", "eval.k=[1, 2]", "eval.temperature=1.0",
         # LASER-D at weight 0: computed from the driver's pass rates and logged, not summed.
         'reward.terms=[{name="reasoning_gym"}, {name="laser_d", weight=0.0, kwargs={initial_target=4}}]',
     ])
@@ -46,6 +47,21 @@ def test_metrics_have_every_required_key(run):
     assert records[0]["logprob_diff/max"] <= 1e-3
     assert records[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # pi == pi_ref before any RL update
     assert records[-1]["kl"] > 0
+    # eval.every = 2: the sampled evaluator after step 2 only (index 1), n = 2 samples of 16 prompts
+    assert "eval/pass@1" not in records[0] and "eval/pass@1" not in records[2]
+    assert records[1]["eval/pass@1"] == pytest.approx(records[1]["eval/avg@2"])
+    assert records[1]["eval/pass@1"] <= records[1]["eval/pass@2"] <= 1.0
+    assert records[1]["eval/prompts"] == 16 and records[1]["eval/samples_per_prompt"] == 2
+
+
+def test_plot_of_the_run(run):
+    from rlvr.plot import plot_runs
+
+    out, _ = run
+    written = plot_runs([out], out / "plots")
+    assert [p.name for p in written] == ["reward.png", "correctness.png", "response_length.png", "kl.png",
+                                         "entropy.png", "step_time.png", "eval.png"]
+    assert all(p.stat().st_size > 5000 for p in written)
 
 
 def test_summary_and_final_weights(run, tiny_model):

@@ -1,0 +1,87 @@
+"""scripts/ray_job_submit.sh against a real local head (`ray start --head`): a 2-step tiny run as a Ray job."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A Ray head with token auth and its dashboard on loopback; stopped by killing its own process group."""
+    gcs_port, dashboard_port = free_port(), free_port()
+    # Its own temp dir: `ray start` records its address in TMP/ray/ray_current_cluster, which any later
+    # address-less ray.init() on this machine would try to join (killing the head does not remove it).
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token", "RAY_TMPDIR": temp}
+    log = (tmp_path_factory.mktemp("head") / "head.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={gcs_port}",
+         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         # the job agent's HTTP port defaults to 52365, which another cluster on the machine may hold
+         f"--dashboard-agent-listen-port={free_port()}",
+         "--include-dashboard=true", "--num-cpus=2", f"--object-store-memory={512 * 2**20}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(address + "/api/version", timeout=2)
+            break
+        except urllib.error.HTTPError:  # 401 without the token: it is up
+            break
+        except OSError:
+            assert proc.poll() is None, Path(log.name).read_text()[-2000:]
+            time.sleep(1)
+    else:
+        pytest.fail("the Ray head's dashboard did not come up in 120 s")
+    yield address, env
+    os.killpg(proc.pid, signal.SIGTERM)  # `ray stop` would stop every Ray cluster of this user on the machine
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_two_step_tiny_run_succeeds_as_a_job(head, tmp_path):
+    address, env = head
+    out = tmp_path / "run"
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/ray_job_submit.sh"), "examples/tiny_arith_grpo.toml", "--output-dir", str(out),
+         "--max-steps", "2", "sft.steps=20", "data.train_size=300", "eval.size=8", "data.batch_size=8"],
+        env=env | {"RAY_ADDRESS": address, "RLVR_PYTHON": sys.executable}, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert done.stdout.strip().splitlines()[-1].endswith(": SUCCEEDED")
+    assert "held-out greedy accuracy after RL" in done.stdout  # the job's log, followed
+    assert (out / "summary.json").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_failing_run_exits_non_zero(head, tmp_path):
+    address, env = head
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/ray_job_submit.sh"), "examples/tiny_arith_grpo.toml", "--output-dir",
+         str(tmp_path), "algo.group_sise=4"],
+        env=env | {"RAY_ADDRESS": address, "RLVR_PYTHON": sys.executable}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1 and done.stdout.strip().splitlines()[-1].endswith(": FAILED")
