@@ -195,7 +195,8 @@ def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
             micro_batch_size=c.micro_batch_size, device="cuda" if on_gpu else "cpu", threads=threads,
             seed=cfg.learner.seed,
         )
-        stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path, kl_penalty=penalty)
+        stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path, kl_penalty=penalty,
+                                 concurrent=on_gpu)  # GPUs of its own: trains beside the policy
     if cfg.distill.teacher:
         teacher = Teacher.options(**side_options(cfg)).remote(
             resolve_model(cfg.distill.teacher), temperature=cfg.rollout.temperature,

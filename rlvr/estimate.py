@@ -87,9 +87,9 @@ class OutcomeAdvantages:
 
 class CriticAdvantages:
     def __init__(self, critic, gamma: float, lam: float, norm: str, from_policy: bool,
-                 kl_penalty: KLPenalty | None = None) -> None:
+                 kl_penalty: KLPenalty | None = None, concurrent: bool = True) -> None:
         self.critic, self.gamma, self.lam, self.from_policy = critic, gamma, lam, from_policy
-        self.kl_penalty = kl_penalty
+        self.kl_penalty, self.concurrent = kl_penalty, concurrent
         self.norm = "batch" if norm == "auto" else norm
 
     def prepare(self, learner) -> None:
@@ -110,6 +110,10 @@ class CriticAdvantages:
         return dataclasses.replace(batch, advantages_B_Lc=advantages, returns_B_Lc=returns, values_B_Lc=values)
 
     def update(self, batch: TrainBatch) -> Pending:
+        if not self.concurrent:
+            # On one machine's cores two trainings at once only fight over them (each process's threads
+            # spin on the other's cores), so the critic trains when its metrics are asked for: after the policy.
+            return lambda: ray.get(self.critic.train_step.remote(batch))
         ref = self.critic.train_step.remote(batch)
         return lambda: ray.get(ref)
 
