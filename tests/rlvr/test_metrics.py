@@ -10,7 +10,7 @@ from rlvr.metrics import MetricsLogger
 
 def test_reward_timeouts_are_printed_on_the_console(tmp_path):
     out = io.StringIO()
-    logger = MetricsLogger(tmp_path, total_steps=2, tensorboard=False, console=Console(file=out, width=200))
+    logger = MetricsLogger(tmp_path, total_steps=2, console=Console(file=out, width=200))  # no trackers
     logger.log(0, {"reward/mean": 0.5, "reward/math/timeouts": 0.0})
     logger.log(1, {"reward/mean": 0.5, "reward/math/timeouts": 3.0, "reward/format/timeouts": 0.0})
     logger.close()
