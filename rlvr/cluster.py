@@ -100,6 +100,16 @@ def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[dict, list[dict]]:
             "mixing CPU and GPU roles is not supported"
         )
     bundles = [{"GPU": float(g)} for g in gpus]  # CPUs are not reserved: small clusters would run out first
+    group = _reserve(bundles, timeout_s, "(learner first, then one per engine)")
+    options = [
+        dict(num_cpus=0, num_gpus=g, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))
+        for i, g in enumerate(gpus)
+    ]
+    return options[0], options[1:]
+
+
+def _reserve(bundles: list[dict], timeout_s: float, roles: str):
+    """A placement group of these bundles, or an error naming them when the cluster cannot hold them in time."""
     group = placement_group(bundles, strategy="PACK")
     try:
         ray.get(group.ready(), timeout=timeout_s)
@@ -107,13 +117,9 @@ def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[dict, list[dict]]:
         ray.util.remove_placement_group(group)
         raise RuntimeError(
             f"the cluster cannot hold the requested GPUs within {timeout_s:.0f} s: bundles {bundles} "
-            f"(learner first, then one per engine); cluster resources {ray.cluster_resources()}"
+            f"{roles}; cluster resources {ray.cluster_resources()}"
         ) from None
-    options = [
-        dict(num_cpus=0, num_gpus=g, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))
-        for i, g in enumerate(gpus)
-    ]
-    return options[0], options[1:]
+    return group
 
 
 def engine_options(cfg: Config) -> list[dict]:
@@ -126,13 +132,7 @@ def side_options(cfg: Config, timeout_s: float = 120.0) -> dict:
     """Ray options for a model beside the learner (critic, teacher): the learner's GPU count, own bundle."""
     if not cfg.learner.gpus:
         return dict(num_cpus=0, runtime_env=_cpu_env())
-    group = placement_group([{"GPU": float(cfg.learner.gpus)}])
-    try:
-        ray.get(group.ready(), timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        ray.util.remove_placement_group(group)
-        raise RuntimeError(f"the cluster has no {cfg.learner.gpus} free GPU(s) for the critic or teacher "
-                           f"within {timeout_s:.0f} s; cluster resources {ray.cluster_resources()}") from None
+    group = _reserve([{"GPU": float(cfg.learner.gpus)}], timeout_s, "(for the critic or teacher)")
     return dict(num_cpus=0, num_gpus=cfg.learner.gpus,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0))
 
