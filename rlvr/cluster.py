@@ -185,7 +185,8 @@ def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
     """The advantage stage, with the critic (PPO) and the teacher (distillation) actors it needs."""
     a = cfg.algo
     on_gpu, threads = cfg.learner.gpus > 0, 0 if cfg.learner.gpus else (os.cpu_count() or 1)
-    penalty = KLPenalty(learner, cfg.loss.kl_coef) if cfg.loss.kl_in == "reward" and cfg.loss.kl_coef > 0 else None
+    deadline = cfg.cluster.call_timeout_s
+    penalty = KLPenalty(learner, cfg.loss.kl_coef, deadline) if cfg.loss.kl_in == "reward" and cfg.loss.kl_coef > 0 else None
     stage: AdvantageStage = OutcomeAdvantages(a.advantage, a.advantage_norm, penalty)
     if a.advantage == "gae":
         c = cfg.critic
@@ -195,14 +196,15 @@ def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
             micro_batch_size=c.micro_batch_size, device="cuda" if on_gpu else "cpu", threads=threads,
             seed=cfg.learner.seed,
         )
-        stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path, kl_penalty=penalty,
+        stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path, timeout_s=deadline,
+                                 kl_penalty=penalty,
                                  concurrent=on_gpu)  # GPUs of its own: trains beside the policy
     if cfg.distill.teacher:
         teacher = Teacher.options(**side_options(cfg)).remote(
             resolve_model(cfg.distill.teacher), temperature=cfg.rollout.temperature,
             device="cuda" if on_gpu else "cpu", threads=threads,
         )
-        stage = WithTeacher(stage, teacher)
+        stage = WithTeacher(stage, teacher, deadline)
     return stage
 
 

@@ -244,6 +244,7 @@ class ClusterConfig:
     dashboard_port: int = 8265
     metrics_export_port: int = 0  # Prometheus endpoint of a local cluster's node; 0: Ray's choice, printed at start
     object_store_mb: int = 512
+    call_timeout_s: float = 1800.0  # deadline of each call to the critic, the teacher and the reference KL
 
 
 @dataclass(frozen=True)

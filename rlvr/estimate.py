@@ -21,11 +21,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
-import ray
 import torch
 
 from rlvr.advantages import gae, group_advantages, outcome_token_rewards, scale
 from rlvr.batch import TrainBatch, make_train_batch
+from rlvr.remote import wait
 from rlvr.types import ScoredRollout
 
 Pending = Callable[[], dict[str, float]]
@@ -49,12 +49,13 @@ def rewards_of(scored_PG: list[list[ScoredRollout]]) -> torch.Tensor:
 
 
 class KLPenalty:
-    def __init__(self, learner, coef: float) -> None:
-        self.learner, self.coef = learner, coef
+    def __init__(self, learner, coef: float, timeout_s: float) -> None:
+        self.learner, self.coef, self.timeout_s = learner, coef, timeout_s
 
     def __call__(self, batch: TrainBatch) -> torch.Tensor:
         """coef * KL per completion token, [B, Lc]."""
-        return self.coef * ray.get(self.learner.reference_kl.remote(batch))
+        kl = wait(self.learner.reference_kl.remote(batch), role="learner", call="reference_kl", timeout_s=self.timeout_s)
+        return self.coef * kl
 
 
 def _penalised(scored_PG: list[list[ScoredRollout]], penalty: KLPenalty) -> list[list[ScoredRollout]]:
@@ -86,22 +87,22 @@ class OutcomeAdvantages:
 
 
 class CriticAdvantages:
-    def __init__(self, critic, gamma: float, lam: float, norm: str, from_policy: bool,
+    def __init__(self, critic, gamma: float, lam: float, norm: str, from_policy: bool, timeout_s: float,
                  kl_penalty: KLPenalty | None = None, concurrent: bool = True) -> None:
         self.critic, self.gamma, self.lam, self.from_policy = critic, gamma, lam, from_policy
-        self.kl_penalty, self.concurrent = kl_penalty, concurrent
+        self.kl_penalty, self.concurrent, self.timeout_s = kl_penalty, concurrent, timeout_s
         self.norm = "batch" if norm == "auto" else norm
 
     def prepare(self, learner) -> None:
         if self.from_policy:  # the trunk starts from the policy as it is now (after SFT)
-            ray.get(self.critic.load_policy_weights.remote(learner.named_weights.remote()))
+            self._wait(self.critic.load_policy_weights.remote(learner.named_weights.remote()), "load_policy_weights")
 
     def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
         zeros = [[0.0] * len(g) for g in scored_PG]
         batch = make_train_batch(scored_PG, zeros)  # drops failed rewards and empty completions
         rewards_B = torch.tensor([s.reward for g in scored_PG for s in g if s.ok and s.rollout.num_tokens])
         mask = batch.completion_mask_B_Lc
-        values = ray.get(self.critic.values.remote(batch))
+        values = self._wait(self.critic.values.remote(batch), "values")
         token_rewards = outcome_token_rewards(rewards_B, mask)
         if self.kl_penalty is not None:
             token_rewards = token_rewards - self.kl_penalty(batch)
@@ -113,21 +114,26 @@ class CriticAdvantages:
         if not self.concurrent:
             # On one machine's cores two trainings at once only fight over them (each process's threads
             # spin on the other's cores), so the critic trains when its metrics are asked for: after the policy.
-            return lambda: ray.get(self.critic.train_step.remote(batch))
+            return lambda: self._wait(self.critic.train_step.remote(batch), "train_step")
         ref = self.critic.train_step.remote(batch)
-        return lambda: ray.get(ref)
+        return lambda: self._wait(ref, "train_step")
+
+    def _wait(self, ref, call: str):
+        return wait(ref, role="critic", call=call, timeout_s=self.timeout_s)
 
 
 class WithTeacher:
-    def __init__(self, inner: AdvantageStage, teacher) -> None:
-        self.inner, self.teacher = inner, teacher
+    def __init__(self, inner: AdvantageStage, teacher, timeout_s: float) -> None:
+        self.inner, self.teacher, self.timeout_s = inner, teacher, timeout_s
 
     def prepare(self, learner) -> None:
         self.inner.prepare(learner)
 
     def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
         batch = self.inner.make_batch(scored_PG)
-        return dataclasses.replace(batch, teacher_logprobs_B_Lc=ray.get(self.teacher.logprobs.remote(batch)))
+        teacher_logprobs = wait(self.teacher.logprobs.remote(batch), role="teacher", call="logprobs",
+                                timeout_s=self.timeout_s)
+        return dataclasses.replace(batch, teacher_logprobs_B_Lc=teacher_logprobs)
 
     def update(self, batch: TrainBatch) -> Pending:
         return self.inner.update(batch)
