@@ -82,6 +82,16 @@ class TrainBatch:
         )
 
 
+def per_token(batch: TrainBatch, chunks, fn) -> torch.Tensor:
+    """[B, Lc] fp32 on CPU: `fn(sub_batch)` ([b, lc]) for each chunk of prompt rows, written back into the
+    batch's rows (0 where a completion has no token)."""
+    out = torch.zeros(batch.completions_B_Lc.shape)
+    for prompts in chunks:
+        sub = batch.select_prompts(prompts)
+        out[batch.rows_of(prompts), : sub.completions_B_Lc.shape[1]] = fn(sub).float().cpu()
+    return out
+
+
 def pack(prompts: list[tuple[int, ...]], completions: list[tuple[int, ...]], prompt_index: list[int],
          sampler_logprobs: list[tuple[float, ...]], advantages: list[float]) -> TrainBatch:
     lp = max(len(p) for p in prompts)

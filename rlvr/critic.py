@@ -17,7 +17,7 @@ import os
 import ray
 import torch
 
-from rlvr.batch import TrainBatch
+from rlvr.batch import TrainBatch, per_token
 from rlvr.forward import completion_states, without_dropout
 from rlvr.losses import LossStats, value_loss
 from rlvr.optim import OptimSpec, TorchUpdater
@@ -64,11 +64,8 @@ class Critic:
     @torch.no_grad()
     def values(self, batch: TrainBatch) -> torch.Tensor:
         """[B, Lc] fp32, 0 at padding."""
-        out = torch.zeros(batch.completions_B_Lc.shape)
-        for rows in torch.arange(batch.num_prompts).split(max(1, self.micro_batch_size)):
-            sub, index = batch.select_prompts(rows), batch.rows_of(rows)
-            out[index, : sub.completions_B_Lc.shape[1]] = self.model(sub, self.device).cpu()
-        return out
+        chunks = torch.arange(batch.num_prompts).split(max(1, self.micro_batch_size))
+        return per_token(batch, chunks, lambda sub: self.model(sub, self.device))
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
         """`epochs` full-batch steps on the clipped value loss toward `batch.returns_B_Lc`."""

@@ -19,7 +19,7 @@ import time
 import ray
 import torch
 
-from rlvr.batch import TrainBatch, pack
+from rlvr.batch import TrainBatch, pack, per_token
 from rlvr.checkpoint import save_hf_atomic
 from rlvr.config import LossConfig
 from rlvr.data import chat_prompt_ids
@@ -127,11 +127,9 @@ class Learner:
         old_all = None
         if self.epochs * self.minibatches > 1:
             # Several optimizer steps per batch: the ratio needs pi_old, the policy before any of them.
-            old_all = torch.zeros(batch.completions_B_Lc.shape)
             with torch.no_grad():
-                for prompts in self._micro_batches(batch, torch.arange(batch.num_prompts)):
-                    sub, rows = batch.select_prompts(prompts), batch.rows_of(prompts)
-                    old_all[rows, : sub.completions_B_Lc.shape[1]] = self._logprobs(self.model, sub)[0].cpu()
+                old_all = per_token(batch, self._micro_batches(batch, torch.arange(batch.num_prompts)),
+                                    lambda sub: self._logprobs(self.model, sub)[0])
             mismatch.add(old_all, batch.sampler_logprobs_B_Lc, batch.completion_mask_B_Lc)
         shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + self.steps)
         coef = self.entropy.value(self.steps)

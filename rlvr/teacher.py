@@ -17,7 +17,7 @@ import os
 import ray
 import torch
 
-from rlvr.batch import TrainBatch
+from rlvr.batch import TrainBatch, per_token
 from rlvr.forward import fused_head_matches, token_logprobs, without_dropout
 from rlvr.models import TinyShape, build_tiny_model
 
@@ -48,13 +48,10 @@ class Teacher:
     @torch.no_grad()
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         """The teacher's log-prob of each completion token, [B, Lc] fp32, 0 at padding."""
-        out = torch.zeros(batch.completions_B_Lc.shape)
-        for rows in torch.arange(batch.num_prompts).split(max(1, self.micro_batch_size)):
-            sub, index = batch.select_prompts(rows), batch.rows_of(rows)
-            lp, _ = token_logprobs(self.model, sub, temperature=self.temperature, fused_head=self.fused_head,
-                                   compute_dtype=torch.float32, device=self.device)
-            out[index, : sub.completions_B_Lc.shape[1]] = lp.cpu()
-        return out
+        chunks = torch.arange(batch.num_prompts).split(max(1, self.micro_batch_size))
+        return per_token(batch, chunks, lambda sub: token_logprobs(
+            self.model, sub, temperature=self.temperature, fused_head=self.fused_head,
+            compute_dtype=torch.float32, device=self.device)[0])
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "vocab_size": self.vocab_size}
