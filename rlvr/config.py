@@ -199,6 +199,17 @@ class CurriculumConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA RL (Hu et al. 2022; Tina, Wang et al. 2025) through PEFT: only adapter weights train and are
+    saved; the engines receive merged weights. rank = 0: full fine-tuning."""
+
+    rank: int = 0
+    alpha: float = 32.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    dropout: float = 0.0  # kept 0: pi_old and pi must be the same function of the weights
+
+
+@dataclass(frozen=True)
 class LearnerConfig:
     backend: Literal["torch", "deepspeed"] = "torch"
     lr: float = 1e-5
@@ -206,9 +217,15 @@ class LearnerConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     warmup_steps: int = 0
-    micro_batch_size: int = 64  # sequences per forward/backward
-    zero_stage: Literal[0, 1, 2] = 2  # deepspeed only
-    gpus: int = 0  # 0: CPU
+    ranks: int = 1  # data-parallel learner actors (one torch.distributed group: gloo on CPU, NCCL on GPU)
+    gpus: int = 0  # GPUs per rank; 0: CPU
+    micro_batch_size: int = 64  # at most this many sequences per forward/backward
+    # ...and at most this many tokens (prompt + completions) per forward/backward; 0: no token limit.
+    # A group that does not fit is split (its prompt then runs once per part).
+    max_tokens_per_micro_batch: int = 0
+    activation_checkpointing: bool = False  # recompute each decoder layer in the backward
+    zero_stage: Literal[0, 1, 2, 3] = 2  # deepspeed only
+    lora: LoraConfig = field(default_factory=LoraConfig)
     seed: int = 0
 
 
@@ -225,7 +242,8 @@ class EvalConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 100
-    save_every: int = 0  # 0: save only at the end
+    save_every: int = 0  # write a resumable checkpoint every N RL steps (DIR/checkpoints/step_N); 0: none
+    keep_last: int = 2  # resumable checkpoints kept (older ones are pruned); 0: keep all
     seed: int = 0
     # Besides metrics.jsonl: "tensorboard" (DIR/tensorboard), "ray" (Prometheus gauges rlvr_*, see
     # rlvr/trackers.py), "wandb" (Weights & Biases; WANDB_MODE=offline needs no network)
@@ -244,7 +262,10 @@ class ClusterConfig:
     dashboard_port: int = 8265
     metrics_export_port: int = 0  # Prometheus endpoint of a local cluster's node; 0: Ray's choice, printed at start
     object_store_mb: int = 512
-    call_timeout_s: float = 1800.0  # deadline of each call to the critic, the teacher and the reference KL
+    call_timeout_s: float = 1800.0  # deadline of each call to another actor (learner, engines, critic, teacher)
+    # disaggregated: engines and learner ranks on separate GPUs; colocated: they share GPUs, vLLM sleeping
+    # (KV cache and weights freed) while the learner trains (GPU only; on CPU a no-op, logged)
+    placement: Literal["disaggregated", "colocated"] = "disaggregated"
 
 
 @dataclass(frozen=True)
