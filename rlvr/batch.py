@@ -30,6 +30,7 @@ class TrainBatch:
     returns_B_Lc            fp32   value targets (PPO's critic), or None
     values_B_Lc             fp32   the critic's values at sampling time, or None
     teacher_logprobs_B_Lc   fp32   a distillation teacher's log-probs of the completion tokens, or None
+    ref_logprobs_B_Lc       fp32   the frozen reference policy's log-probs (a KL term, the `kl` metric), or None
     """
 
     prompts_P_Lp: torch.Tensor
@@ -40,6 +41,7 @@ class TrainBatch:
     returns_B_Lc: torch.Tensor | None = None
     values_B_Lc: torch.Tensor | None = None
     teacher_logprobs_B_Lc: torch.Tensor | None = None
+    ref_logprobs_B_Lc: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.completions_B_Lc.shape[0]
@@ -62,7 +64,14 @@ class TrainBatch:
 
     def select_prompts(self, prompts: torch.Tensor) -> "TrainBatch":
         """The sub-batch of these prompt rows and all their completions, trimmed of padding."""
-        rows = self.rows_of(prompts)
+        return self.select_rows(self.rows_of(prompts))
+
+    def select_rows(self, rows: torch.Tensor) -> "TrainBatch":
+        """The sub-batch of these completion rows (ascending) and the prompts they continue, trimmed of padding.
+
+        A group may be split across sub-batches (a token budget smaller than the group): each part then
+        carries its own copy of the prompt."""
+        prompts = torch.unique(self.prompt_index_B[rows])  # sorted, so completion order is kept
         remap = torch.full((self.num_prompts,), -1, dtype=torch.long)
         remap[prompts] = torch.arange(len(prompts))
         sub_prompts = self.prompts_P_Lp[prompts]
@@ -83,12 +92,12 @@ class TrainBatch:
 
 
 def per_token(batch: TrainBatch, chunks, fn) -> torch.Tensor:
-    """[B, Lc] fp32 on CPU: `fn(sub_batch)` ([b, lc]) for each chunk of prompt rows, written back into the
-    batch's rows (0 where a completion has no token)."""
+    """[B, Lc] fp32 on CPU: `fn(sub_batch)` ([b, lc]) for each chunk of completion rows (`rlvr/micro_batches.py`),
+    written back into the batch's rows (0 where a completion has no token)."""
     out = torch.zeros(batch.completions_B_Lc.shape)
-    for prompts in chunks:
-        sub = batch.select_prompts(prompts)
-        out[batch.rows_of(prompts), : sub.completions_B_Lc.shape[1]] = fn(sub).float().cpu()
+    for rows in chunks:
+        sub = batch.select_rows(rows)
+        out[rows, : sub.completions_B_Lc.shape[1]] = fn(sub).float().cpu()
     return out
 
 

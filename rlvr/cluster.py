@@ -20,8 +20,10 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rlvr.config import Config
 from rlvr.critic import Critic
 from rlvr.entropy_control import EntropyControl
-from rlvr.estimate import AdvantageStage, CriticAdvantages, KLPenalty, OutcomeAdvantages, WithTeacher
+from rlvr.estimate import (AdvantageStage, CriticAdvantages, KLPenalty, OutcomeAdvantages, Reference, WithReference,
+                           WithTeacher)
 from rlvr.learner import Learner
+from rlvr.learner_group import LearnerGroup
 from rlvr.models import resolve_model
 from rlvr.optim import OptimSpec
 from rlvr.rollout import RolloutWorker
@@ -83,29 +85,36 @@ def metrics_port() -> int:
     return int(node["MetricsExportPort"])
 
 
-def _cpu_env() -> dict:
-    # Ray sets OMP_NUM_THREADS=1 in actors; the sync loop lets each stage use every core in turn.
-    threads = str(os.cpu_count() or 1)
+def _cpu_env(share: int = 1) -> dict:
+    # Ray sets OMP_NUM_THREADS=1 in actors; the sync loop lets each stage use every core in turn (the
+    # learner ranks, which run at once, split them).
+    threads = str(_threads(share))
     return {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
 
 
-def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[dict, list[dict]]:
-    """Ray options for the learner and for each rollout engine (GPU bundles of one placement group)."""
-    gpus = [cfg.learner.gpus] + [cfg.rollout.gpus_per_engine] * cfg.rollout.num_engines
+def _threads(share: int = 1) -> int:
+    return max(1, (os.cpu_count() or 1) // share)
+
+
+def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[list[dict], list[dict]]:
+    """Ray options for each learner rank and for each rollout engine (GPU bundles of one placement group)."""
+    ranks = cfg.learner.ranks
+    gpus = [cfg.learner.gpus] * ranks + [cfg.rollout.gpus_per_engine] * cfg.rollout.num_engines
     if not any(gpus):
-        return dict(num_cpus=0, runtime_env=_cpu_env()), [dict(num_cpus=0, runtime_env=_cpu_env())] * (len(gpus) - 1)
+        cpu = dict(num_cpus=0, runtime_env=_cpu_env(ranks))
+        return [cpu] * ranks, [dict(num_cpus=0, runtime_env=_cpu_env())] * cfg.rollout.num_engines
     if not all(gpus):
         raise ValueError(
             f"learner.gpus = {cfg.learner.gpus} and rollout.gpus_per_engine = {cfg.rollout.gpus_per_engine}: "
             "mixing CPU and GPU roles is not supported"
         )
     bundles = [{"GPU": float(g)} for g in gpus]  # CPUs are not reserved: small clusters would run out first
-    group = _reserve(bundles, timeout_s, "(learner first, then one per engine)")
+    group = _reserve(bundles, timeout_s, "(learner ranks first, then one per engine)")
     options = [
         dict(num_cpus=0, num_gpus=g, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))
         for i, g in enumerate(gpus)
     ]
-    return options[0], options[1:]
+    return options[:ranks], options[ranks:]
 
 
 def _reserve(bundles: list[dict], timeout_s: float, roles: str):
@@ -150,35 +159,42 @@ def norm_length(cfg: Config) -> int:
     return cfg.loss.norm_length or cfg.rollout.max_tokens
 
 
-def build_learner(cfg: Config, model_path: str, options: dict) -> ray.actor.ActorHandle:
-    on_gpu = cfg.learner.gpus > 0
-    return Learner.options(**options).remote(
-        model_path,
-        dtype=cfg.model.dtype,
-        optim=OptimSpec(
-            lr=cfg.learner.lr,
-            betas=cfg.learner.betas,
-            weight_decay=cfg.learner.weight_decay,
-            grad_clip=cfg.learner.grad_clip,
-            warmup_steps=cfg.learner.warmup_steps,
-        ),
-        loss=cfg.loss,
-        temperature=cfg.rollout.temperature,
-        micro_batch_size=cfg.learner.micro_batch_size,
-        epochs=cfg.algo.epochs,
-        minibatches=cfg.algo.minibatches,
-        track_ref_kl=cfg.algo.track_ref_kl,
-        mismatch=mismatch_mode(cfg),
-        norm_length=norm_length(cfg),
-        entropy=EntropyControl(cfg.loss.entropy_schedule, cfg.loss.entropy_coef, cfg.loss.entropy_coef_end,
-                               cfg.loss.entropy_target, cfg.loss.entropy_lr, cfg.train.steps),
-        distill_coef=cfg.distill.coef if cfg.distill.teacher else 0.0,
-        backend=cfg.learner.backend,
-        zero_stage=cfg.learner.zero_stage,
-        device="cuda" if on_gpu else "cpu",
-        threads=0 if on_gpu else (os.cpu_count() or 1),
-        seed=cfg.learner.seed,
-    )
+def build_learner(cfg: Config, model_path: str, options: list[dict]) -> LearnerGroup:
+    """The learner group: `learner.ranks` Learner actors, one per entry of `options` (not yet connected)."""
+    on_gpu, l = cfg.learner.gpus > 0, cfg.learner
+    actors = [
+        Learner.options(**options[rank]).remote(
+            model_path,
+            dtype=cfg.model.dtype,
+            optim=OptimSpec(lr=l.lr, betas=l.betas, weight_decay=l.weight_decay, grad_clip=l.grad_clip,
+                            warmup_steps=l.warmup_steps),
+            loss=cfg.loss,
+            temperature=cfg.rollout.temperature,
+            micro_batch_size=l.micro_batch_size,
+            max_tokens_per_micro_batch=l.max_tokens_per_micro_batch,
+            activation_checkpointing=l.activation_checkpointing,
+            epochs=cfg.algo.epochs,
+            minibatches=cfg.algo.minibatches,
+            mismatch=mismatch_mode(cfg),
+            norm_length=norm_length(cfg),
+            entropy=EntropyControl(cfg.loss.entropy_schedule, cfg.loss.entropy_coef, cfg.loss.entropy_coef_end,
+                                   cfg.loss.entropy_target, cfg.loss.entropy_lr, cfg.train.steps),
+            distill_coef=cfg.distill.coef if cfg.distill.teacher else 0.0,
+            backend=l.backend,
+            zero_stage=l.zero_stage,
+            device="cuda" if on_gpu else "cpu",
+            threads=0 if on_gpu else _threads(l.ranks),
+            seed=l.seed,
+        )
+        for rank in range(l.ranks)
+    ]
+    zero3 = l.backend == "deepspeed" and l.zero_stage == 3
+    return LearnerGroup(actors, cfg.cluster.call_timeout_s, gather_for_sync=zero3)
+
+
+def uses_reference(cfg: Config) -> bool:
+    """pi_ref is built and run only for a KL term or the `kl` metric."""
+    return cfg.loss.kl_coef > 0 or cfg.algo.track_ref_kl
 
 
 def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
@@ -186,7 +202,17 @@ def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
     a = cfg.algo
     on_gpu, threads = cfg.learner.gpus > 0, 0 if cfg.learner.gpus else (os.cpu_count() or 1)
     deadline = cfg.cluster.call_timeout_s
-    penalty = KLPenalty(learner, cfg.loss.kl_coef, deadline) if cfg.loss.kl_in == "reward" and cfg.loss.kl_coef > 0 else None
+    reference = None
+    if uses_reference(cfg):
+        actor = Teacher.options(**side_options(cfg)).remote(
+            model_path, temperature=cfg.rollout.temperature, micro_batch_size=cfg.learner.micro_batch_size,
+            max_tokens_per_micro_batch=cfg.learner.max_tokens_per_micro_batch, dtype=cfg.model.dtype,
+            device="cuda" if on_gpu else "cpu", threads=threads,
+        )
+        reference = Reference(actor, deadline)
+    penalty = None
+    if cfg.loss.kl_in == "reward" and cfg.loss.kl_coef > 0:
+        penalty = KLPenalty(learner, reference, cfg.loss.kl_coef, cfg.loss.kl_estimator)
     stage: AdvantageStage = OutcomeAdvantages(a.advantage, a.advantage_norm, penalty)
     if a.advantage == "gae":
         c = cfg.critic
@@ -205,6 +231,8 @@ def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
             device="cuda" if on_gpu else "cpu", threads=threads,
         )
         stage = WithTeacher(stage, teacher, deadline)
+    if reference is not None:
+        stage = WithReference(stage, reference, in_batch=cfg.loss.kl_in == "loss")
     return stage
 
 

@@ -20,6 +20,7 @@ import torch
 from rlvr.batch import TrainBatch, per_token
 from rlvr.forward import completion_states, without_dropout
 from rlvr.losses import LossStats, value_loss
+from rlvr.micro_batches import micro_batches
 from rlvr.optim import OptimSpec, TorchUpdater
 
 
@@ -64,7 +65,7 @@ class Critic:
     @torch.no_grad()
     def values(self, batch: TrainBatch) -> torch.Tensor:
         """[B, Lc] fp32, 0 at padding."""
-        chunks = torch.arange(batch.num_prompts).split(max(1, self.micro_batch_size))
+        chunks = micro_batches(batch, torch.arange(batch.num_prompts), max_sequences=self.micro_batch_size)
         return per_token(batch, chunks, lambda sub: self.model(sub, self.device))
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:

@@ -1,15 +1,16 @@
 """From scored groups to the learner's TrainBatch: the advantage stage, chosen once when the run is built.
 
-    stage = build_stage(cfg, model_path, learner)  # rlvr/cluster.py: starts the critic / teacher it needs
-    stage.prepare(learner)                       # once, after SFT: the critic starts from the policy
-    batch = stage.make_batch(scored_PG)          # advantages (and values, returns, teacher log-probs)
+    stage = build_stage(cfg, model_path, learner)  # rlvr/cluster.py: starts the critic / teacher / reference
+    stage.prepare(learner)                       # once, after SFT: critic and reference start from the policy
+    batch = stage.make_batch(scored_PG)          # advantages (and values, returns, teacher and reference log-probs)
     critic_metrics = stage.update(batch)         # starts PPO's critic update beside the policy's
-    metrics = ray.get(learner.train_step.remote(batch)) | critic_metrics()
+    metrics = learner.train_step(batch) | critic_metrics()   # `learner`: the LearnerGroup
 
 `OutcomeAdvantages`: one advantage per rollout from the table in `rlvr/advantages.py` (GRPO, Dr. GRPO,
 RLOO, REINFORCE++, REINFORCE++-baseline). `CriticAdvantages`: PPO (Schulman et al. 2017) with GAE over the
 critic's values, the outcome reward on each completion's last token; the critic trains on the returns
-while the policy trains. `WithTeacher`: adds a distillation teacher's log-probs of the sampled tokens. `KLPenalty` (loss.kl_in =
+while the policy trains. `WithTeacher`: adds a distillation teacher's log-probs of the sampled tokens;
+`WithReference`: the reference policy's (a KL term in the loss, or the `kl` metric). `KLPenalty` (loss.kl_in =
 "reward"): kl_coef times the per-token KL to the reference comes off the reward before the advantages
 (Ouyang et al. 2022, InstructGPT, eq. 2; REINFORCE++): per token for GAE, summed over the completion for
 the outcome estimators.
@@ -25,6 +26,7 @@ import torch
 
 from rlvr.advantages import gae, group_advantages, outcome_token_rewards, scale
 from rlvr.batch import TrainBatch, make_train_batch
+from rlvr.losses import kl_estimate
 from rlvr.remote import wait
 from rlvr.types import ScoredRollout
 
@@ -48,14 +50,30 @@ def rewards_of(scored_PG: list[list[ScoredRollout]]) -> torch.Tensor:
     return torch.tensor([[s.reward for s in group] for group in scored_PG], dtype=torch.float32)
 
 
+class Reference:
+    """The frozen reference policy pi_ref: its own actor (`rlvr/teacher.py`'s frozen scorer), started from
+    the policy's weights when RL starts (after SFT), placed like the critic and the teacher; the learner
+    ranks hold no copy of it."""
+
+    def __init__(self, actor, timeout_s: float) -> None:
+        self.actor, self.timeout_s = actor, timeout_s
+
+    def prepare(self, learner) -> None:
+        wait(self.actor.load_weights.remote(learner.named_weights()), role="reference", call="load_weights",
+             timeout_s=self.timeout_s)
+
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        return wait(self.actor.logprobs.remote(batch), role="reference", call="logprobs", timeout_s=self.timeout_s)
+
+
 class KLPenalty:
-    def __init__(self, learner, coef: float, timeout_s: float) -> None:
-        self.learner, self.coef, self.timeout_s = learner, coef, timeout_s
+    def __init__(self, learner, reference: Reference, coef: float, estimator: str) -> None:
+        self.learner, self.reference, self.coef, self.estimator = learner, reference, coef, estimator
 
     def __call__(self, batch: TrainBatch) -> torch.Tensor:
-        """coef * KL per completion token, [B, Lc]."""
-        kl = wait(self.learner.reference_kl.remote(batch), role="learner", call="reference_kl", timeout_s=self.timeout_s)
-        return self.coef * kl
+        """coef * the per-token KL estimate of the current policy to pi_ref, [B, Lc], 0 at padding."""
+        kl = kl_estimate(self.learner.logprobs(batch), self.reference.logprobs(batch), self.estimator)
+        return self.coef * torch.where(batch.completion_mask_B_Lc, kl, 0.0)
 
 
 def _penalised(scored_PG: list[list[ScoredRollout]], penalty: KLPenalty) -> list[list[ScoredRollout]]:
@@ -95,7 +113,7 @@ class CriticAdvantages:
 
     def prepare(self, learner) -> None:
         if self.from_policy:  # the trunk starts from the policy as it is now (after SFT)
-            self._wait(self.critic.load_policy_weights.remote(learner.named_weights.remote()), "load_policy_weights")
+            self._wait(self.critic.load_policy_weights.remote(learner.named_weights()), "load_policy_weights")
 
     def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
         zeros = [[0.0] * len(g) for g in scored_PG]
@@ -134,6 +152,28 @@ class WithTeacher:
         teacher_logprobs = wait(self.teacher.logprobs.remote(batch), role="teacher", call="logprobs",
                                 timeout_s=self.timeout_s)
         return dataclasses.replace(batch, teacher_logprobs_B_Lc=teacher_logprobs)
+
+    def update(self, batch: TrainBatch) -> Pending:
+        return self.inner.update(batch)
+
+
+class WithReference:
+    """Loads pi_ref (the policy as RL starts) before the inner stage prepares, and adds its log-probs of
+    the sampled tokens to each batch (`in_batch`: a KL term in the loss, or the `kl` metric; a KL in the
+    reward reads pi_ref through `KLPenalty` instead)."""
+
+    def __init__(self, inner: AdvantageStage, reference: Reference, in_batch: bool = True) -> None:
+        self.inner, self.reference, self.in_batch = inner, reference, in_batch
+
+    def prepare(self, learner) -> None:
+        self.reference.prepare(learner)
+        self.inner.prepare(learner)
+
+    def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
+        batch = self.inner.make_batch(scored_PG)
+        if not self.in_batch:
+            return batch
+        return dataclasses.replace(batch, ref_logprobs_B_Lc=self.reference.logprobs(batch))
 
     def update(self, batch: TrainBatch) -> Pending:
         return self.inner.update(batch)

@@ -5,11 +5,16 @@ applied tile by tile, never materialising [tokens, vocab] logits; `rlvr/forward.
 with the objective table of `rlvr/losses.py`. It also runs the cold-start SFT stage and hands out its
 weights for sync. Forwards run without dropout (`forward.without_dropout`): pi_old and pi must be the
 same function of the weights for the ratio to mean anything.
+
+Several learners form a data-parallel group (`rlvr/learner_group.py`): each rank trains on its share of
+a step's prompts, every loss normaliser and metric is summed over the ranks, and the engine
+(`rlvr/learner_engine.py`: torch, or DeepSpeed ZeRO 0-3) sums the gradients, so N ranks make the update
+one rank would make on the whole batch. The frozen reference policy is not here: its log-probs arrive in
+the batch (`ref_logprobs_B_Lc`, from the reference actor of `rlvr/estimate.py`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -24,9 +29,12 @@ from rlvr.checkpoint import save_hf_atomic
 from rlvr.config import LossConfig
 from rlvr.data import chat_prompt_ids
 from rlvr.entropy_control import EntropyControl
-from rlvr.forward import fused_head_matches, token_logprobs, without_dropout
-from rlvr.losses import LossInputs, LossStats, compute_loss, kl_estimate
-from rlvr.optim import OptimSpec, TorchUpdater, make_updater
+from rlvr.forward import checkpoint_layers, fused_head_matches, token_logprobs, without_dropout
+from rlvr.learner_engine import all_reduce, join_group, make_engine, world_size
+from rlvr.losses import LossInputs, LossStats, compute_loss
+from rlvr.memory import PeakMemory
+from rlvr.micro_batches import micro_batches
+from rlvr.optim import OptimSpec, TorchUpdater
 from rlvr.types import Sample
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -43,9 +51,10 @@ class Learner:
         loss: LossConfig,
         temperature: float = 1.0,
         micro_batch_size: int = 64,
+        max_tokens_per_micro_batch: int = 0,
+        activation_checkpointing: bool = False,
         epochs: int = 1,
         minibatches: int = 1,
-        track_ref_kl: bool = False,
         mismatch: str = "none",
         norm_length: int = 1,
         entropy: EntropyControl | None = None,
@@ -67,135 +76,149 @@ class Learner:
         self.model = without_dropout(model)
         self.compute_dtype = DTYPES[dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        # KL in the reward: the driver subtracts it before the advantages (reference_kl), not the loss.
+        # KL in the reward: the driver subtracts it before the advantages (estimate.KLPenalty), not the loss.
         self.loss_config = dataclasses.replace(loss, kl_coef=0.0) if loss.kl_in == "reward" else loss
         self.temperature = temperature
-        self.micro_batch_size = micro_batch_size
+        self.micro_batch_size, self.max_tokens = micro_batch_size, max_tokens_per_micro_batch
+        self.checkpointed = activation_checkpointing and checkpoint_layers(self.model) > 0
         self.epochs, self.minibatches = epochs, minibatches
-        self.use_reference = track_ref_kl or loss.kl_coef > 0
         self.mismatch, self.norm_length, self.distill_coef = mismatch, norm_length, distill_coef
         self.entropy = entropy or EntropyControl("constant", loss.entropy_coef)
         self.optim, self.backend, self.zero_stage = optim, backend, zero_stage
-        self.updater = None  # built by set_reference(), when RL starts
-        self.reference: torch.nn.Module | None = None
-        self.steps, self.seed = 0, seed
+        self.updater = None  # the learner engine, built by set_reference() when RL starts
+        self.steps, self.seed, self.rank = 0, seed, 0
+        self.peak = PeakMemory(self.device)
         self.fused_head = fused_head_matches(self.model, self.device)
         if not self.fused_head:
             print("learner: the LM head is not a plain linear map of the last hidden state (scaled, "
                   "soft-capped or biased); log-probs use the full logits instead of the fused head", flush=True)
 
+    # ---- the group ----
+    def group_address(self) -> tuple[str, int]:
+        """Where the group's rendezvous listens: this rank's node and a free port (called on rank 0)."""
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def join_group(self, rank: int, world: int, address: str, port: int, timeout_s: float) -> None:
+        """Join the learner group's process group (gloo on CPU, NCCL on GPU); every rank calls it at once."""
+        join_group(rank, world, address, port, "nccl" if self.device.type == "cuda" else "gloo", timeout_s)
+        self.rank = rank
+
     # ---- log-probs ----
     def _logprobs(self, model: torch.nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        return token_logprobs(model, batch, temperature=self.temperature, fused_head=self.fused_head,
-                              compute_dtype=self.compute_dtype, device=self.device)
+        fused = self.fused_head and (self.updater is None or self.updater.fused_head)
+        return token_logprobs(model, batch, temperature=self.temperature, fused_head=fused,
+                              compute_dtype=self.compute_dtype, device=self.device, checkpointed=self.checkpointed)
+
+    def _chunks(self, batch: TrainBatch, prompts: torch.Tensor) -> list[torch.Tensor]:
+        return micro_batches(batch, prompts, max_sequences=self.micro_batch_size, max_tokens=self.max_tokens)
 
     @torch.no_grad()
-    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
-        """The current policy's log-probs of the batch's completion tokens, [B, Lc], 0 at padding."""
-        return self._logprobs(self.model, batch)[0].cpu()
+    def logprobs(self, batch: TrainBatch, prompts: torch.Tensor | None = None) -> torch.Tensor:
+        """The current policy's log-probs of the completion tokens of `prompts` (default: all), [B, Lc],
+        0 at padding and at other ranks' rows."""
+        prompts = torch.arange(batch.num_prompts) if prompts is None else prompts
+        chunks = self._even(self._chunks(batch, prompts), batch)
+        real = [rows for rows in chunks if rows is not _EMPTY]
+        for _ in range(len(chunks) - len(real)):
+            self._logprobs(self.model, batch.select_rows(_DUMMY))
+        return per_token(batch, real, lambda sub: self._logprobs(self.model, sub)[0])
 
-    @torch.no_grad()
-    def reference_kl(self, batch: TrainBatch) -> torch.Tensor:
-        """Per-token KL estimate (loss.kl_estimator) of the current policy to pi_ref, [B, Lc], 0 at padding."""
-        if self.reference is None:
-            raise RuntimeError("reference_kl needs the reference policy: call set_reference() with a KL term set")
-        mask = batch.completion_mask_B_Lc.to(self.device)
-        kl = kl_estimate(self._logprobs(self.model, batch)[0], self._logprobs(self.reference, batch)[0],
-                         self.loss_config.kl_estimator)
-        return torch.where(mask, kl, 0.0).cpu()
+    def _even(self, chunks: list[torch.Tensor], batch: TrainBatch) -> list[torch.Tensor]:
+        """Pad this rank's micro-batches to the group's largest count with empty ones (`_EMPTY`): under
+        ZeRO-3 every forward and backward is a collective every rank must join."""
+        most = int(all_reduce({"n": float(len(chunks))}, op="max")["n"])
+        return chunks + [_EMPTY] * (most - len(chunks))
 
     # ---- RL ----
     def set_reference(self) -> None:
-        """Freeze a copy of the current policy as pi_ref, only when a KL term or the `kl` metric needs it."""
-        if self.use_reference:
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        # RL starts with fresh optimizer state, whatever SFT left behind.
-        self.updater = make_updater(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
+        """RL starts: every rank takes rank 0's weights (after SFT) and a fresh optimizer state, whatever
+        SFT left behind. (The name is kept from when pi_ref lived here: it is now its own actor.)"""
+        if world_size() > 1:
+            for p in self.model.parameters():
+                torch.distributed.broadcast(p.data, src=0)
+        self.updater = make_engine(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
+        self.model = self.updater.module
 
-    def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """`epochs` passes of `minibatches` optimizer steps over the batch's prompts; returns metrics.
+    def train_step(self, batch: TrainBatch, prompts: torch.Tensor | None = None) -> dict[str, float]:
+        """`epochs` passes of `minibatches` optimizer steps over this rank's prompts (default: all); returns
+        the group's metrics (every rank returns the same sums).
 
         Each pass shuffles the prompts anew and splits them into exactly `minibatches` parts; each part's
-        loss is normalised by its own total token (or sequence) count, so micro-batches add up to it.
+        loss is normalised by the group's total token (or sequence) count of that part, so micro-batches
+        and ranks add up to it.
         """
         start = time.perf_counter()
+        self.peak.reset()
         if self.updater is None:
             self.set_reference()
         self.model.train()
+        prompts = torch.arange(batch.num_prompts) if prompts is None else prompts
         stats, mismatch, grad_norms = LossStats(), _Mismatch(), []
-        distill = [0.0, 0.0]  # sum of log pi_old - log pi_teacher over tokens, tokens
+        distill = {"gap": 0.0, "tokens": 0.0}  # sum of log pi_old - log pi_teacher over tokens, tokens
         old_all = None
         if self.epochs * self.minibatches > 1:
             # Several optimizer steps per batch: the ratio needs pi_old, the policy before any of them.
-            with torch.no_grad():
-                old_all = per_token(batch, self._micro_batches(batch, torch.arange(batch.num_prompts)),
-                                    lambda sub: self._logprobs(self.model, sub)[0])
-            mismatch.add(old_all, batch.sampler_logprobs_B_Lc, batch.completion_mask_B_Lc)
+            old_all = self.logprobs(batch, prompts)
+            rows = batch.rows_of(prompts)
+            mismatch.add(old_all[rows], batch.sampler_logprobs_B_Lc[rows], batch.completion_mask_B_Lc[rows])
         shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + self.steps)
         coef = self.entropy.value(self.steps)
         for _ in range(self.epochs):
-            order = torch.randperm(batch.num_prompts, generator=shuffle)  # a new order every epoch
+            order = prompts[torch.randperm(len(prompts), generator=shuffle)]  # a new order every epoch
             for minibatch in order.tensor_split(self.minibatches):
                 normalizer = self._normalizer(batch, minibatch)
-                for prompts in self._micro_batches(batch, minibatch):
-                    sub = batch.select_prompts(prompts)
+                chunks = self._even(self._chunks(batch, minibatch), batch)
+                for i, rows in enumerate(chunks):
+                    empty = rows is _EMPTY
+                    sub = batch.select_rows(_DUMMY if empty else rows)
                     logprobs, entropy = self._logprobs(self.model, sub)
                     mask = sub.completion_mask_B_Lc.to(self.device)
-                    if old_all is None:
+                    if old_all is None or empty:
                         old = logprobs.detach()
-                        mismatch.add(old.cpu(), sub.sampler_logprobs_B_Lc, mask.cpu())
+                        if not empty:
+                            mismatch.add(old.cpu(), sub.sampler_logprobs_B_Lc, mask.cpu())
                     else:
-                        old = old_all[batch.rows_of(prompts), : mask.shape[1]].to(self.device)
+                        old = old_all[rows, : mask.shape[1]].to(self.device)
                     advantages = sub.advantages_B_Lc.to(self.device)
                     if sub.teacher_logprobs_B_Lc is not None:
                         gap = torch.where(mask, old - sub.teacher_logprobs_B_Lc.to(self.device), 0.0)
                         advantages = advantages - self.distill_coef * gap  # minus the per-token reverse KL
-                        distill[0], distill[1] = distill[0] + float(gap.sum()), distill[1] + float(mask.sum())
-                    ref = None
-                    if self.reference is not None:
-                        with torch.no_grad():
-                            ref = self._logprobs(self.reference, sub)[0]
+                        if not empty:
+                            distill["gap"] += float(gap.sum())
+                            distill["tokens"] += float(mask.sum())
+                    ref = sub.ref_logprobs_B_Lc.to(self.device) if sub.ref_logprobs_B_Lc is not None else None
                     inputs = LossInputs(
                         logprobs, old, sub.sampler_logprobs_B_Lc.to(self.device), advantages, mask, normalizer,
                         ref_logprobs_B_T=ref, entropy_B_T=entropy,
                     )
                     loss, micro = compute_loss(self.loss_config, inputs, entropy_coef=coef, mismatch=self.mismatch,
                                                norm_length=self.norm_length)
-                    self.updater.backward(loss)
-                    stats.add(micro)
+                    # An empty micro-batch joins the collectives with a zero gradient and adds nothing.
+                    self.updater.backward(loss * (0.0 if empty else self.updater.loss_scale), boundary=i == len(chunks) - 1)
+                    if not empty:
+                        stats.add(micro)
                 grad_norms.append(self.updater.step())
         self.steps += 1
-        out = stats.result(optimizer_steps=len(grad_norms)) | mismatch.result()
-        if distill[1]:
-            out["distill/kl"] = distill[0] / distill[1]  # k1 estimate of KL(pi_old || pi_teacher), nats/token
+        out = _reduce_stats(stats).result(optimizer_steps=len(grad_norms)) | mismatch.result()
+        distill = all_reduce(distill)
+        if distill["tokens"]:
+            out["distill/kl"] = distill["gap"] / distill["tokens"]  # k1 estimate of KL(pi_old || pi_teacher), nats/token
         out["grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
         out["entropy/coef"] = coef
         self.entropy.update(out.get("entropy", 0.0))
         out["lr"] = self.updater.lr()
         out["timing/learner_s"] = time.perf_counter() - start
-        out |= _memory_metrics(self.device)
-        return out
-
-    def _micro_batches(self, batch: TrainBatch, prompts: torch.Tensor) -> list[torch.Tensor]:
-        """Split prompt rows into runs whose completions number at most micro_batch_size (one prompt at least)."""
-        sizes = torch.bincount(batch.prompt_index_B, minlength=batch.num_prompts)
-        chunks, current, count = [], [], 0
-        for p in prompts.tolist():
-            if current and count + sizes[p] > self.micro_batch_size:
-                chunks.append(torch.tensor(current))
-                current, count = [], 0
-            current.append(p)
-            count += int(sizes[p])
-        if current:
-            chunks.append(torch.tensor(current))
-        return chunks
+        return out | all_reduce(self.peak.metrics(), op="max")
 
     def _normalizer(self, batch: TrainBatch, prompts: torch.Tensor) -> float:
-        """The loss divisor of a minibatch (its tokens, or its sequences), shared by all its micro-batches."""
+        """The loss divisor of a minibatch (its tokens, or its sequences) over all ranks, shared by all its
+        micro-batches."""
         rows = batch.rows_of(prompts)
         if self.loss_config.aggregation == "token-mean":
-            return float(batch.completion_mask_B_Lc[rows].sum())
-        return float(len(rows))
+            local = float(batch.completion_mask_B_Lc[rows].sum())
+        else:
+            local = float(len(rows))
+        return all_reduce({"n": local})["n"]
 
     # ---- cold-start SFT ----
     def start_sft(self, samples: list[Sample], *, batch_size: int, prompt_template: str, system_prompt: str,
@@ -232,8 +255,18 @@ class Learner:
                 "sft/lr": self._sft_updater.lr()}
 
     # ---- weights ----
+    def gather_weights(self) -> None:
+        """Every rank joins the gather of the full weights (a collective under ZeRO-3); rank 0 keeps them for
+        `named_weights` and `save`. Other engines need no gather: rank 0 has the full weights."""
+        full = self.updater.full_weights(self.compute_dtype) if self.updater is not None else None
+        self._gathered = full if self.rank == 0 else None
+
     def named_weights(self) -> dict[str, torch.Tensor]:
         """HF-named parameters (tied weights once) on CPU in the engines' dtype, for the object-store sync."""
+        gathered = getattr(self, "_gathered", None)
+        if gathered is not None:
+            self._gathered = None
+            return gathered
         return {
             name: p.detach().to("cpu", dtype=self.compute_dtype, copy=True) for name, p in self.model.named_parameters()
         }
@@ -248,16 +281,46 @@ class Learner:
         self._sender.send_weights()
 
     def save(self, out_dir: str) -> str:
-        """Hugging Face format in the run's dtype (the fp32 master weights are cast on the way out)."""
-        state = None
-        if self.compute_dtype != torch.float32:
+        """Hugging Face format in the run's dtype (the fp32 master weights are cast on the way out); rank 0
+        writes (after `gather_weights` under ZeRO-3)."""
+        if self.rank != 0:
+            return out_dir
+        state = getattr(self, "_gathered", None)
+        self._gathered = None
+        if state is None and self.compute_dtype != torch.float32:
             state = {k: v.to(self.compute_dtype) for k, v in self.model.state_dict().items()}
         save_hf_atomic(self.model, self.tokenizer, out_dir, state_dict=state)
         return out_dir
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device),
+                "node": ray.get_runtime_context().get_node_id(), "gpu_ids": ray.get_gpu_ids(),
                 "params": sum(p.numel() for p in self.model.parameters())}
+
+
+_EMPTY = torch.empty(0, dtype=torch.long)  # a padding micro-batch: runs a forward and a zero backward
+_DUMMY = torch.tensor([0])  # ...on the batch's first completion
+
+
+def _reduce_stats(stats: LossStats) -> LossStats:
+    """The group's loss statistics: sums and token counts added over the ranks, maxima maxed."""
+    if world_size() == 1:
+        return stats
+    sums = all_reduce({f"s/{k}": v for k, v in stats.sums.items()} | {f"l/{k}": v for k, v in stats.losses.items()}
+                      | {"tokens": stats.tokens})
+    out = LossStats(tokens=sums.pop("tokens"))
+    out.sums = {k[2:]: v for k, v in sums.items() if k.startswith("s/")}
+    out.losses = {k[2:]: v for k, v in sums.items() if k.startswith("l/")}
+    out.maxima = all_reduce(dict(stats.maxima), op="max")
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 class _Mismatch:
@@ -274,15 +337,6 @@ class _Mismatch:
             self.count += diff.numel()
 
     def result(self) -> dict[str, float]:
-        return {"logprob_diff/max": self.max, "logprob_diff/mean": self.sum / max(1, self.count)}
-
-
-def _memory_metrics(device: torch.device) -> dict[str, float]:
-    """The learner process's resident memory and, on GPU, its peak allocation since the last step."""
-    import psutil
-
-    out = {"memory/learner_rss_gb": psutil.Process().memory_info().rss / 2**30}
-    if device.type == "cuda":
-        out["memory/learner_gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        torch.cuda.reset_peak_memory_stats()
-    return out
+        sums = all_reduce({"sum": self.sum, "count": float(self.count)})
+        top = all_reduce({"max": self.max}, op="max")["max"]
+        return {"logprob_diff/max": top, "logprob_diff/mean": sums["sum"] / max(1.0, sums["count"])}

@@ -81,17 +81,15 @@ class TorchUpdater:
 class DeepSpeedUpdater:
     """A DeepSpeed engine around the model, one process (this learner actor) as the whole world.
 
-    `managed_gradient_accumulation = false`: each `step()` is the accumulation boundary, so any number
-    of micro-batch backwards may precede it. ZeRO-3 is not offered: the fused log-prob path reads the LM
-    head's weight directly, which stage 3 keeps partitioned outside the module's own forward.
+    Any number of micro-batch backwards may precede a `step()`: the caller marks the last one
+    (`boundary=True`, DeepSpeed's `set_gradient_accumulation_boundary`), where the gradients are reduced.
+    Several ranks: the process group the learner group opened (`rlvr/learner_engine.py`) is DeepSpeed's world.
     """
 
     def __init__(self, model: torch.nn.Module, spec: OptimSpec, zero_stage: int, compute_dtype: torch.dtype) -> None:
         import deepspeed
 
-        if zero_stage > 2:
-            raise ValueError("learner.zero_stage = 3 is not supported by the fused log-prob path; use 0, 1 or 2")
-        if not torch.distributed.is_initialized():
+        if not torch.distributed.is_initialized():  # a learner of one rank: its own world
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", str(_free_port()))
             for key in ("RANK", "LOCAL_RANK"):
@@ -101,7 +99,6 @@ class DeepSpeedUpdater:
         config = {
             "train_micro_batch_size_per_gpu": 1,  # batching is ours; DeepSpeed only needs a consistent value
             "gradient_accumulation_steps": 1,
-            "managed_gradient_accumulation": False,
             "gradient_clipping": spec.grad_clip,
             "zero_optimization": {"stage": zero_stage},
             "bf16": {"enabled": compute_dtype == torch.bfloat16},
@@ -114,7 +111,12 @@ class DeepSpeedUpdater:
         )
         self.zero_stage = zero_stage
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
+        # Our forwards call the module, not `engine.forward`, which is where DeepSpeed marks a new
+        # micro-batch; without the mark ZeRO-3 overwrites the accumulated gradient instead of adding to it.
+        if hasattr(self.engine.optimizer, "clear_backward_seen_flag"):
+            self.engine.optimizer.clear_backward_seen_flag()
+        self.engine.set_gradient_accumulation_boundary(boundary)
         self.engine.backward(loss, scale_wrt_gas=False)
 
     def step(self) -> float:

@@ -1,4 +1,5 @@
-"""Teacher: a frozen causal LM that scores the student's sampled tokens, for on-policy distillation.
+"""Teacher: a frozen causal LM that scores the student's sampled tokens, for on-policy distillation
+(the same actor, started from the policy's weights, is the reference policy pi_ref of a KL term).
 
     teacher = Teacher.remote("builtin:tiny-char-teacher" resolved to a folder)
     teacher_logprobs_B_Lc = ray.get(teacher.logprobs.remote(batch))
@@ -19,6 +20,7 @@ import torch
 
 from rlvr.batch import TrainBatch, per_token
 from rlvr.forward import fused_head_matches, token_logprobs, without_dropout
+from rlvr.micro_batches import micro_batches
 from rlvr.models import TinyShape, build_tiny_model
 
 # builtin:tiny-char-teacher: wider (128 vs 96) and deeper (4 vs 3 layers) than the demo student, SFT'd twice as long
@@ -33,7 +35,8 @@ TEACHER_TEMPLATE = "{prompt} ="
 @ray.remote
 class Teacher:
     def __init__(self, model_path: str, *, temperature: float = 1.0, micro_batch_size: int = 64,
-                 device: str = "cpu", threads: int = 0) -> None:
+                 max_tokens_per_micro_batch: int = 0, dtype: str = "float32", device: str = "cpu",
+                 threads: int = 0) -> None:
         from transformers import AutoModelForCausalLM
 
         if threads:
@@ -42,19 +45,35 @@ class Teacher:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
         self.model = without_dropout(model).eval().requires_grad_(False)
         self.fused_head = fused_head_matches(self.model, self.device)
-        self.temperature, self.micro_batch_size = temperature, micro_batch_size
+        self.temperature, self.micro_batch_size, self.max_tokens = temperature, micro_batch_size, max_tokens_per_micro_batch
+        self.compute_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
         self.vocab_size = self.model.config.get_text_config().vocab_size
 
     @torch.no_grad()
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
-        """The teacher's log-prob of each completion token, [B, Lc] fp32, 0 at padding."""
-        chunks = torch.arange(batch.num_prompts).split(max(1, self.micro_batch_size))
+        """This model's log-prob of each completion token, [B, Lc] fp32, 0 at padding."""
+        chunks = micro_batches(batch, torch.arange(batch.num_prompts), max_sequences=self.micro_batch_size,
+                               max_tokens=self.max_tokens)
         return per_token(batch, chunks, lambda sub: token_logprobs(
             self.model, sub, temperature=self.temperature, fused_head=self.fused_head,
-            compute_dtype=torch.float32, device=self.device)[0])
+            compute_dtype=self.compute_dtype, device=self.device)[0])
+
+    @torch.no_grad()
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> int:
+        """Take these HF-named weights (the reference policy: the learner's after SFT); returns how many."""
+        missing, unexpected = self.model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+        missing = [k for k in missing if k not in _tied(self.model)]
+        if missing or unexpected:
+            raise ValueError(f"load_weights: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return len(weights)
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "vocab_size": self.vocab_size}
+
+
+def _tied(model: torch.nn.Module) -> set[str]:
+    """State-dict names that alias another parameter (a tied LM head), absent from `named_parameters`."""
+    return set(model.state_dict()) - {name for name, _ in model.named_parameters()}
 
 
 def build_tiny_teacher(out) -> None:

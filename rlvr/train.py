@@ -10,7 +10,6 @@ import functools
 import time
 from pathlib import Path
 
-import ray
 from rich.console import Console
 
 from rlvr.checkpoint import write_json_atomic
@@ -24,6 +23,7 @@ from rlvr.eval_sampled import SampledEval
 from rlvr.evaluate import evaluate, first_last_mean
 from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
+from rlvr.remote import wait_all
 from rlvr.models import TinyShape, resolve_model
 from rlvr.rollout import SamplingSpec
 from rlvr.sampling import DynamicSampling, OnePass, generate_and_score
@@ -56,12 +56,16 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
     console.print("starting Ray")
     with ray_cluster(cfg, say=console.print):
         learner_options, worker_options = placement(cfg)
-        learner = build_learner(cfg, model_path, learner_options)
+        learner = build_learner(cfg, model_path, learner_options)  # the learner group: learner.ranks actors
         workers = build_rollout_workers(cfg, model_path, worker_options)
         reward_service = build_reward_service(cfg.reward)
         stage = build_stage(cfg, model_path, learner)  # advantages: a table estimator, or PPO's critic; a teacher
-        console.print(f"loading the model ({model_path}) into the learner and {len(workers)} vLLM engine(s)")
-        ray.get([learner.ready.remote()] + [w.ready.remote() for w in workers])
+        console.print(f"loading the model ({model_path}) into {len(learner)} learner rank(s) and {len(workers)} "
+                      "vLLM engine(s)")
+        learner.ready()
+        wait_all([w.ready.remote() for w in workers], roles=[f"rollout engine {i}" for i in range(len(workers))],
+                 call="ready (engine start)", timeout_s=cfg.cluster.call_timeout_s)
+        learner.connect()
         weight_sync = build_weight_sync(cfg, learner, workers)
         draw = functools.partial(generate_and_score, workers, reward_service, pass_rates=tracker.rates)
         sampler = (
@@ -78,7 +82,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
             if cfg.sft.steps:
                 summary |= cold_start(cfg, learner, splits.sft, logger)
                 weight_sync.push(version=0)
-            ray.get(learner.set_reference.remote())
+            learner.start_rl()
             stage.prepare(learner)
             logger.print(f"evaluating {len(splits.held_out)} held-out prompts (greedy)")
             before = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
@@ -98,11 +102,11 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                 batch = stage.make_batch(scored_PG)
                 train_start = time.perf_counter()
                 critic_metrics = stage.update(batch)  # PPO's critic trains beside the policy
-                metrics = ray.get(learner.train_step.remote(batch)) | critic_metrics()
+                metrics = learner.train_step(batch) | critic_metrics()
                 train_s = time.perf_counter() - train_start
                 sync_s = weight_sync.push(version=step + 1)
                 if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0:
-                    ray.get(learner.save.remote(str(out / "checkpoints" / f"step_{step + 1:06d}")))
+                    learner.save(str(out / "checkpoints" / f"step_{step + 1:06d}"))
                     write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                     metrics |= periodic_eval.metrics()
@@ -121,7 +125,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
             else:  # summary.json gets nulls, not NaN, for what was not run
                 after = {"eval/accuracy": None}
                 logger.print("train.steps = 0: no RL steps; the evaluation above is the run's result")
-            ray.get(learner.save.remote(str(out)))
+            learner.save(str(out))
             write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
         finally:
             logger.close()
@@ -145,15 +149,15 @@ def cold_start(cfg: Config, learner, samples, logger: MetricsLogger) -> dict:
     s = cfg.sft
     optim = OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, decay_steps=max(0, s.steps - s.warmup_steps),
                       grad_clip=cfg.learner.grad_clip)
-    ray.get(learner.start_sft.remote(
-        samples, batch_size=s.batch_size, prompt_template=cfg.data.prompt_template,
+    learner.sft(
+        "start_sft", samples, batch_size=s.batch_size, prompt_template=cfg.data.prompt_template,
         system_prompt=cfg.data.system_prompt, response_template=s.response_template, optim=optim, seed=s.seed,
-    ))
+    )
     logger.stage("SFT", s.steps)
     start, metrics = time.perf_counter(), {}
     for done in range(0, s.steps, SFT_CHUNK):
         n = min(SFT_CHUNK, s.steps - done)
-        metrics = ray.get(learner.sft_steps.remote(n))
+        metrics = learner.sft("sft_steps", n)
         logger.advance(f"loss {metrics['sft/loss']:.3f}", steps=n)
     write_json_atomic(Path(logger.path).parent / "sft.json", metrics)
     return {"sft/final_loss": metrics.get("sft/loss"), "sft/wall_s": time.perf_counter() - start}

@@ -29,7 +29,7 @@ class ObjectStoreSync:
 
     def push(self, version: int) -> float:
         start = time.perf_counter()
-        weights = self.learner.named_weights.remote()  # one object, read by every worker
+        weights = self.learner.named_weights()  # one object (rank 0's weights), read by every worker
         ray.get([w.load_weights.remote(weights, version) for w in self.workers])
         return time.perf_counter() - start
 

@@ -47,6 +47,7 @@ def ray_cluster():
     """One local Ray cluster for the session (starting one costs ~5 s); fake GPUs for placement tests."""
     import ray
 
-    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, object_store_memory=512 * 2**20, log_to_driver=False)
+    # address="local": a new cluster even when another is running on this machine
+    ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, object_store_memory=512 * 2**20, log_to_driver=False)
     yield ray
     ray.shutdown()
