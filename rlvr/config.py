@@ -308,6 +308,10 @@ class Config:
         if a.advantage == "gae" and a.advantage_norm == "group":
             raise ConfigError('algo.advantage_norm = "group" has no meaning for "gae" (per-token advantages): '
                               'use "batch" or "none"')
+        l = self.learner
+        if l.ranks < 1 or l.micro_batch_size < 1 or l.max_tokens_per_micro_batch < 0:
+            raise ConfigError(f"learner.ranks ({l.ranks}) and learner.micro_batch_size ({l.micro_batch_size}) must be "
+                              f">= 1, learner.max_tokens_per_micro_batch ({l.max_tokens_per_micro_batch}) >= 0")
         if a.advantage == "none" and not self.distill.teacher:
             raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
 

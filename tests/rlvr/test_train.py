@@ -24,7 +24,7 @@ def run(ray_cluster, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = load_config("examples/tiny_arith_grpo.toml", [
         f"model.path={tiny_model}", "sft.steps=100", "sft.batch_size=32", "train.steps=3", "eval.size=16",
-        "data.batch_size=4", "algo.group_size=4", "data.train_size=500", "loss.kl_coef=0.01",
+        "data.batch_size=4", "algo.group_size=4", "data.train_size=500", "loss.kl_coef=0.01", "learner.ranks=2",
         "algo.dynamic_sampling=true", "curriculum.mode=pass_rate", "curriculum.retire_after=2", "train.save_every=2",
         "eval.every=2", "eval.n=2", "eval.k=[1, 2]", "eval.temperature=1.0",
         # LASER-D at weight 0: computed from the driver's pass rates and logged, not summed.
