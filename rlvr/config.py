@@ -310,6 +310,28 @@ class Config:
                               'use "batch" or "none"')
         if a.advantage == "none" and not self.distill.teacher:
             raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
+        if self.cluster.placement == "colocated":
+            _check_colocated(self.learner, self.rollout)
+
+
+def _check_colocated(learner: LearnerConfig, rollout: RolloutConfig) -> None:
+    """cluster.placement = "colocated" on GPUs: learner rank r shares GPU r of the engines (rlvr/placement.py),
+    so each rank has one GPU and the engines have as many GPUs as there are ranks; no NCCL between the two
+    sides (NCCL refuses two ranks on one GPU). All on CPU is allowed (sleep/wake are then skipped)."""
+    k, t = learner.gpus, rollout.gpus_per_engine
+    if not k and not t:
+        return
+    where = f'cluster.placement = "colocated" with learner.gpus = {k}, rollout.gpus_per_engine = {t}'
+    if not (k and t):
+        raise ConfigError(f"{where}: the learner and the engines must both be on GPUs (or both on CPU)")
+    if k != 1:
+        raise ConfigError(f"{where}: each learner rank shares one engine GPU, so learner.gpus must be 1")
+    if rollout.num_engines * t != learner.ranks:
+        raise ConfigError(f"{where}: rollout.num_engines * rollout.gpus_per_engine = {rollout.num_engines * t} "
+                          f"engine GPUs must equal learner.ranks = {learner.ranks} (one rank per shared GPU)")
+    if rollout.weight_sync == "nccl":
+        raise ConfigError(f'{where}: rollout.weight_sync = "nccl" cannot connect a learner rank and an engine '
+                          'on the same GPU (NCCL refuses it); use "auto"')
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
