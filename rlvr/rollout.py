@@ -59,6 +59,15 @@ def request_seed(step_seed: int, engine: int, prompt: int, n: int, engines: int)
     return (step_seed * DRAW_STRIDE + k * n) % 2**31
 
 
+def gpu_engine_kwargs(tensor_parallel: int, gpu_memory_utilization: float, sleep_mode: bool) -> dict:
+    """vLLM engine arguments of a GPU engine. Tensor parallel (> 1 GPU): this actor holds no GPU, and vLLM's
+    Ray executor starts one worker per bundle of the placement group the actor runs in, those listed in
+    VLLM_RAY_BUNDLE_INDICES (rlvr/placement.py sets both); one GPU: in-process, on the actor's own GPU."""
+    kwargs = dict(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization,
+                  enable_sleep_mode=sleep_mode)
+    return kwargs | ({"distributed_executor_backend": "ray"} if tensor_parallel > 1 else {})
+
+
 @ray.remote
 class RolloutWorker:
     def __init__(
@@ -91,12 +100,7 @@ class RolloutWorker:
             vllm_cpu.keep_linear_weights()
             kwargs = vllm_cpu.engine_kwargs()
         else:
-            kwargs = dict(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization,
-                          enable_sleep_mode=sleep_mode)
-            if tensor_parallel > 1:
-                # This actor holds no GPU; vLLM's Ray executor starts one worker per bundle of the placement
-                # group this actor runs in, those in VLLM_RAY_BUNDLE_INDICES (set by rlvr/placement.py).
-                kwargs["distributed_executor_backend"] = "ray"
+            kwargs = gpu_engine_kwargs(tensor_parallel, gpu_memory_utilization, sleep_mode)
         from vllm import LLM
 
         if max_num_seqs:

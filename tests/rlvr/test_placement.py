@@ -1,6 +1,7 @@
 """Placement on Ray's two-node test cluster (2 nodes x 4 fake GPUs), with stand-in actors that report which
 GPUs they hold; a real engine with gpus_per_engine > 0 needs CUDA. A GPU is (node id, GPU index on the node)."""
 
+import dataclasses
 import os
 import time
 
@@ -12,7 +13,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rlvr.config import ConfigError, load_config
 from rlvr.placement import engine_options, engines_asleep, place
 from rlvr.remote import CallTimeout
-from rlvr.rollout import RolloutWorker, SamplingSpec
+from rlvr.rollout import RolloutWorker, SamplingSpec, gpu_engine_kwargs
 from rlvr.types import Sample
 
 pytestmark = pytest.mark.ray
@@ -226,3 +227,78 @@ def test_colocated_on_cpu_skips_sleep_and_keeps_the_engine(two_node_cluster, tin
     assert ray.get(worker.wake_up.remote()) is False
     assert draw() == before  # same seeds, same weights: the engine was left as it was
     ray.kill(worker)
+
+
+def test_gpu_engine_arguments_point_vllm_at_the_bundles():
+    from vllm.engine.arg_utils import EngineArgs
+
+    tp, single = gpu_engine_kwargs(2, 0.4, sleep_mode=True), gpu_engine_kwargs(1, 0.4, sleep_mode=False)
+    assert tp == dict(tensor_parallel_size=2, gpu_memory_utilization=0.4, enable_sleep_mode=True,
+                      distributed_executor_backend="ray")
+    assert "distributed_executor_backend" not in single and single["enable_sleep_mode"] is False
+    assert set(tp) <= {f.name for f in dataclasses.fields(EngineArgs)}  # names vLLM 0.32 takes
+
+
+# ---- on a CUDA machine: `pytest -m gpu tests/rlvr/test_placement.py` (alone: it starts a Ray of the real GPUs) ----
+
+@ray.remote
+class GpuMemory:
+    """Stands in for a learner rank: how much of its GPU is in use."""
+
+    def used_gib(self) -> float:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return (total - free) / 2**30
+
+
+@pytest.fixture
+def gpu_ray():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    if ray.is_initialized():
+        pytest.skip("another Ray cluster is up: run `pytest -m gpu tests/rlvr/test_placement.py` alone")
+    ray.init(num_cpus=4, num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=True)
+    yield torch.cuda.device_count()
+    ray.shutdown()
+
+
+@pytest.mark.gpu
+@pytest.mark.vllm
+def test_colocated_engine_frees_its_gpu_while_asleep(gpu_ray, tiny_model):
+    cfg = load_config(None, ["learner.gpus=1", "rollout.gpus_per_engine=1", "cluster.placement=colocated"])
+    plan = place(cfg, timeout_s=60)
+    worker = RolloutWorker.options(**plan.engines[0]).remote(
+        tiny_model, max_model_len=64, tensor_parallel=1, gpu_memory_utilization=0.3, sleep_mode=True)
+    learner = GpuMemory.options(**plan.learners[0]).remote()  # on the same GPU
+    samples, spec = [Sample(id="0", prompt="1 + 2 =", answer="3")], SamplingSpec(n=4, max_tokens=8, seed=7)
+
+    def draw():
+        refs = worker.generate.options(num_returns="streaming").remote(samples, spec)
+        return [r.completion_ids for ref in refs for group in ray.get(ref) for r in group]
+
+    before, awake = draw(), ray.get(learner.used_gib.remote())
+    with engines_asleep([worker], plan, timeout_s=300):
+        asleep = ray.get(learner.used_gib.remote())
+    assert asleep < awake - 10, (awake, asleep)  # 0.3 of an 80-141 GiB GPU was KV cache
+    assert ray.get(learner.used_gib.remote()) > asleep + 10  # awake again
+    assert draw() == before  # same seeds, the weights restored
+    plan.release()
+
+
+@pytest.mark.gpu
+@pytest.mark.vllm
+def test_tensor_parallel_engine_runs_on_its_bundles(gpu_ray, tiny_model):
+    if gpu_ray < 2:
+        pytest.skip("needs 2 GPUs")
+    cfg = load_config(None, ["learner.gpus=0", "rollout.gpus_per_engine=2"])
+    (options,) = engine_options(cfg, timeout_s=60)
+    worker = RolloutWorker.options(**options).remote(tiny_model, max_model_len=64, tensor_parallel=2,
+                                                     gpu_memory_utilization=0.3)
+    assert ray.get(worker.ready.remote(), timeout=600)["gpu_ids"] == []  # the workers hold the GPUs, not the actor
+    groups = [g for ref in worker.generate.options(num_returns="streaming").remote(
+        [Sample(id="0", prompt="1 + 2 =", answer="3")], SamplingSpec(n=2, max_tokens=4)) for g in ray.get(ref)]
+    assert len(groups) == 1 and len(groups[0]) == 2
+    ray.util.remove_placement_group(options["scheduling_strategy"].placement_group)
