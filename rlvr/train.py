@@ -77,7 +77,8 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
         failures = RewardFailures(logger.print)
         try:
             if cfg.sft.steps:
-                summary |= cold_start(cfg, learner, splits.sft, logger)
+                with engines_asleep(workers, plan, cfg.cluster.call_timeout_s):
+                    summary |= cold_start(cfg, learner, splits.sft, logger)
                 weight_sync.push(version=0)
             ray.get(learner.set_reference.remote())
             stage.prepare(learner)
