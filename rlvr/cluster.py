@@ -140,7 +140,8 @@ def build_stage(cfg: Config, model_path: str, learner, plan: Placement) -> Advan
         )
         stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path, timeout_s=deadline,
                                  kl_penalty=penalty,
-                                 concurrent=on_gpu)  # GPUs of its own: trains beside the policy
+                                 # GPUs of its own: trains beside the policy; colocated, it shares the policy's
+                                 concurrent=on_gpu and not plan.colocated)
     if cfg.distill.teacher:
         teacher = Teacher.options(**plan.side("teacher")).remote(
             resolve_model(cfg.distill.teacher), temperature=cfg.rollout.temperature,
