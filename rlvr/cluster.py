@@ -1,10 +1,7 @@
 """Ray cluster and component builders: config in, actor handles with flat constructor arguments out.
 
-Placement: one placement group holds a bundle of `learner.gpus` GPUs for the learner and one of
-`rollout.gpus_per_engine` GPUs per engine, packed onto as few nodes as possible; a request the cluster
-cannot hold fails with the bundles named instead of waiting forever. On a CPU machine every role runs
-with 0 GPUs and the roles share the cores, taking turns (the loop is synchronous), so each is given
-every core as torch threads.
+Where each actor runs (GPU bundles, disaggregated or colocated) is rlvr/placement.py's `place(cfg)`; the
+builders take its options.
 """
 
 from __future__ import annotations
@@ -14,8 +11,6 @@ import os
 from collections.abc import Callable, Iterator
 
 import ray
-from ray.util.placement_group import placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlvr.config import Config
 from rlvr.critic import Critic
@@ -26,6 +21,7 @@ from rlvr.learner import Learner
 from rlvr.learner_group import LearnerGroup
 from rlvr.models import resolve_model
 from rlvr.optim import OptimSpec
+from rlvr.placement import Placement
 from rlvr.rollout import RolloutWorker
 from rlvr.teacher import Teacher
 from rlvr.weight_sync import NcclSync, ObjectStoreSync, WeightSync
@@ -85,65 +81,9 @@ def metrics_port() -> int:
     return int(node["MetricsExportPort"])
 
 
-def _cpu_env(share: int = 1) -> dict:
-    # Ray sets OMP_NUM_THREADS=1 in actors; the sync loop lets each stage use every core in turn (the
-    # learner ranks, which run at once, split them).
-    threads = str(_threads(share))
-    return {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
-
-
 def _threads(share: int = 1) -> int:
+    """torch threads of a CPU role: every core, or a share of them for learner ranks that run at once."""
     return max(1, (os.cpu_count() or 1) // share)
-
-
-def placement(cfg: Config, timeout_s: float = 120.0) -> tuple[list[dict], list[dict]]:
-    """Ray options for each learner rank and for each rollout engine (GPU bundles of one placement group)."""
-    ranks = cfg.learner.ranks
-    gpus = [cfg.learner.gpus] * ranks + [cfg.rollout.gpus_per_engine] * cfg.rollout.num_engines
-    if not any(gpus):
-        cpu = dict(num_cpus=0, runtime_env=_cpu_env(ranks))
-        return [cpu] * ranks, [dict(num_cpus=0, runtime_env=_cpu_env())] * cfg.rollout.num_engines
-    if not all(gpus):
-        raise ValueError(
-            f"learner.gpus = {cfg.learner.gpus} and rollout.gpus_per_engine = {cfg.rollout.gpus_per_engine}: "
-            "mixing CPU and GPU roles is not supported"
-        )
-    bundles = [{"GPU": float(g)} for g in gpus]  # CPUs are not reserved: small clusters would run out first
-    group = _reserve(bundles, timeout_s, "(learner ranks first, then one per engine)")
-    options = [
-        dict(num_cpus=0, num_gpus=g, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))
-        for i, g in enumerate(gpus)
-    ]
-    return options[:ranks], options[ranks:]
-
-
-def _reserve(bundles: list[dict], timeout_s: float, roles: str):
-    """A placement group of these bundles, or an error naming them when the cluster cannot hold them in time."""
-    group = placement_group(bundles, strategy="PACK")
-    try:
-        ray.get(group.ready(), timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        ray.util.remove_placement_group(group)
-        raise RuntimeError(
-            f"the cluster cannot hold the requested GPUs within {timeout_s:.0f} s: bundles {bundles} "
-            f"{roles}; cluster resources {ray.cluster_resources()}"
-        ) from None
-    return group
-
-
-def engine_options(cfg: Config) -> list[dict]:
-    """Ray options for the rollout engines alone (`rlvr eval`): no learner resources are reserved."""
-    g = cfg.rollout.gpus_per_engine
-    return [dict(num_cpus=0, num_gpus=g) if g else dict(num_cpus=0, runtime_env=_cpu_env())] * cfg.rollout.num_engines
-
-
-def side_options(cfg: Config, timeout_s: float = 120.0) -> dict:
-    """Ray options for a model beside the learner (critic, teacher): the learner's GPU count, own bundle."""
-    if not cfg.learner.gpus:
-        return dict(num_cpus=0, runtime_env=_cpu_env())
-    group = _reserve([{"GPU": float(cfg.learner.gpus)}], timeout_s, "(for the critic or teacher)")
-    return dict(num_cpus=0, num_gpus=cfg.learner.gpus,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0))
 
 
 def mismatch_mode(cfg: Config) -> str:
@@ -197,14 +137,14 @@ def uses_reference(cfg: Config) -> bool:
     return cfg.loss.kl_coef > 0 or cfg.algo.track_ref_kl
 
 
-def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
-    """The advantage stage, with the critic (PPO) and the teacher (distillation) actors it needs."""
+def build_stage(cfg: Config, model_path: str, learner, plan: Placement) -> AdvantageStage:
+    """The advantage stage, with the critic (PPO) and the teacher (distillation) actors it needs (placed by `plan`)."""
     a = cfg.algo
     on_gpu, threads = cfg.learner.gpus > 0, 0 if cfg.learner.gpus else (os.cpu_count() or 1)
     deadline = cfg.cluster.call_timeout_s
     reference = None
     if uses_reference(cfg):
-        actor = Teacher.options(**side_options(cfg)).remote(
+        actor = Teacher.options(**plan.side("reference")).remote(
             model_path, temperature=cfg.rollout.temperature, micro_batch_size=cfg.learner.micro_batch_size,
             max_tokens_per_micro_batch=cfg.learner.max_tokens_per_micro_batch, dtype=cfg.model.dtype,
             device="cuda" if on_gpu else "cpu", threads=threads,
@@ -216,7 +156,7 @@ def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
     stage: AdvantageStage = OutcomeAdvantages(a.advantage, a.advantage_norm, penalty)
     if a.advantage == "gae":
         c = cfg.critic
-        critic = Critic.options(**side_options(cfg)).remote(
+        critic = Critic.options(**plan.side("critic")).remote(
             resolve_model(c.path) if c.path else model_path,
             optim=OptimSpec(lr=c.lr, grad_clip=c.grad_clip), value_clip=c.value_clip, epochs=c.epochs,
             micro_batch_size=c.micro_batch_size, device="cuda" if on_gpu else "cpu", threads=threads,
@@ -224,9 +164,10 @@ def build_stage(cfg: Config, model_path: str, learner) -> AdvantageStage:
         )
         stage = CriticAdvantages(critic, a.gamma, a.lam, a.advantage_norm, from_policy=not c.path, timeout_s=deadline,
                                  kl_penalty=penalty,
-                                 concurrent=on_gpu)  # GPUs of its own: trains beside the policy
+                                 # GPUs of its own: trains beside the policy; colocated, it shares the policy's
+                                 concurrent=on_gpu and not plan.colocated)
     if cfg.distill.teacher:
-        teacher = Teacher.options(**side_options(cfg)).remote(
+        teacher = Teacher.options(**plan.side("teacher")).remote(
             resolve_model(cfg.distill.teacher), temperature=cfg.rollout.temperature,
             device="cuda" if on_gpu else "cpu", threads=threads,
         )
@@ -255,6 +196,7 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
             seed=r.seed + i,
             engine_index=i,
             num_engines=r.num_engines,
+            sleep_mode=cfg.cluster.placement == "colocated",
         )
         for i in range(r.num_engines)
     ]
@@ -269,4 +211,6 @@ def build_weight_sync(cfg: Config, learner, workers) -> WeightSync:
 def _sync_kind(cfg: Config) -> str:
     if cfg.rollout.weight_sync != "auto":
         return cfg.rollout.weight_sync
-    return "nccl" if cfg.rollout.gpus_per_engine > 0 and cfg.learner.gpus > 0 else "object_store"
+    # Colocated ranks share a GPU with an engine, and NCCL refuses two ranks on one GPU.
+    on_gpus = cfg.rollout.gpus_per_engine > 0 and cfg.learner.gpus > 0 and cfg.cluster.placement != "colocated"
+    return "nccl" if on_gpus else "object_store"

@@ -314,15 +314,42 @@ class Config:
                               f">= 1, learner.max_tokens_per_micro_batch ({l.max_tokens_per_micro_batch}) >= 0")
         if a.advantage == "none" and not self.distill.teacher:
             raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
+        if self.cluster.placement == "colocated":
+            _check_colocated(self.learner, self.rollout)
+
+
+def _check_colocated(learner: LearnerConfig, rollout: RolloutConfig) -> None:
+    """cluster.placement = "colocated" on GPUs: learner rank r shares GPU r of the engines (rlvr/placement.py),
+    so each rank has one GPU and the engines have as many GPUs as there are ranks; no NCCL between the two
+    sides (NCCL refuses two ranks on one GPU). All on CPU is allowed (sleep/wake are then skipped)."""
+    k, t = learner.gpus, rollout.gpus_per_engine
+    if not k and not t:
+        return
+    where = f'cluster.placement = "colocated" with learner.gpus = {k}, rollout.gpus_per_engine = {t}'
+    if not (k and t):
+        raise ConfigError(f"{where}: the learner and the engines must both be on GPUs (or both on CPU)")
+    if k != 1:
+        raise ConfigError(f"{where}: each learner rank shares one engine GPU, so learner.gpus must be 1")
+    if rollout.num_engines * t != learner.ranks:
+        raise ConfigError(f"{where}: rollout.num_engines * rollout.gpus_per_engine = {rollout.num_engines * t} "
+                          f"engine GPUs must equal learner.ranks = {learner.ranks} (one rank per shared GPU)")
+    if rollout.weight_sync == "nccl":
+        raise ConfigError(f'{where}: rollout.weight_sync = "nccl" cannot connect a learner rank and an engine '
+                          'on the same GPU (NCCL refuses it); use "auto"')
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the TOML file, then `key=value` overrides (TOML value syntax, bare strings allowed)."""
     data: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
-    cfg = _build(Config, data, where=str(path) if path else "defaults")
+    if not overrides:
+        return _build(Config, data, where=str(path) if path else "defaults")
+    # Checks that span keys (e.g. cluster.placement with learner.gpus) run once all overrides are in, so
+    # their order on the command line does not matter; each key and type is still checked as it comes.
+    where = str(path) if path else "defaults"
+    as_dict = to_dict(_build(Config, data, where=where, check=False))
     for item in overrides:
-        cfg = apply_override(cfg, item)
-    return cfg
+        as_dict = _override_dict(as_dict, item)
+    return _build(Config, as_dict, where="command line")
 
 
 def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -353,6 +380,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_override(cfg: Config, item: str) -> Config:
+    return _build(Config, _override_dict(to_dict(cfg), item), where="command line")
+
+
+def _override_dict(as_dict: dict[str, Any], item: str) -> dict[str, Any]:
+    """`as_dict` (a `to_dict` view, modified in place) with one `key=value` override applied and its key and
+    type checked (the config's own cross-key checks are left to the final build)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"command line: override {item!r} has no '=': write key=value, e.g. algo.group_size=16")
@@ -361,7 +394,6 @@ def apply_override(cfg: Config, item: str) -> Config:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw  # a bare string such as model.path=/data/ckpt
-    as_dict = to_dict(cfg)
     node: Any = as_dict
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
@@ -377,11 +409,12 @@ def apply_override(cfg: Config, item: str) -> Config:
         if not (leaf.isdigit() and int(leaf) < len(node)):
             raise ConfigError(f"command line: unknown key {key!r} in override {item!r}" + _did_you_mean(key, as_dict))
         node[int(leaf)] = value
-    elif leaf in node or _is_free_dict(cfg, parts[:-1]):
+    elif leaf in node or _is_free_dict(parts[:-1]):
         node[leaf] = value
     else:
         raise ConfigError(f"command line: unknown key {key!r} in override {item!r}" + _did_you_mean(key, as_dict))
-    return _build(Config, as_dict, where="command line")
+    _build(Config, as_dict, where="command line", check=False)  # the key's type, now
+    return as_dict
 
 
 def _did_you_mean(key: str, as_dict: dict[str, Any]) -> str:
@@ -399,15 +432,22 @@ def _did_you_mean(key: str, as_dict: dict[str, Any]) -> str:
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
-def _is_free_dict(cfg: Config, parts: list[str]) -> bool:
+def _is_free_dict(parts: list[str]) -> bool:
     """True when `parts` names a dict[str, Any] field (such as data.task_kwargs) whose keys are free."""
-    node: Any = cfg
+    tp: Any = Config
     for part in parts:
-        node = node[int(part)] if isinstance(node, tuple) else getattr(node, part, None)
-    return isinstance(node, dict)
+        if typing.get_origin(tp) is tuple:
+            tp = typing.get_args(tp)[0]
+        elif dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp).get(part)
+        else:
+            return False
+    return typing.get_origin(tp) is dict
 
 
-def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
+def _build(cls: type, data: Any, where: str, prefix: str = "", check: bool = True) -> Any:
+    """`cls` from a dict, every key and type checked; `check=False` skips the top-level Config's
+    `__post_init__` (its cross-key checks) for a config still being assembled."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a table, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -418,6 +458,11 @@ def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
         raise ConfigError(f"{where}: unknown key {prefix + unknown[0]!r} (known keys here: {known})")
     kwargs = {name: _coerce(hints[name], value, where, prefix + name) for name, value in data.items()}
     try:
+        if not check and cls is Config:
+            config = object.__new__(cls)
+            for f in dataclasses.fields(cls):
+                object.__setattr__(config, f.name, kwargs[f.name] if f.name in kwargs else f.default_factory())
+            return config
         return cls(**kwargs)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None

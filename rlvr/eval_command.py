@@ -117,10 +117,11 @@ def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int) -> tu
     """Engines and the reward service on a (local or given) Ray cluster; no learner."""
     import ray
 
-    from rlvr.cluster import build_rollout_workers, engine_options, ray_cluster
+    from rlvr.cluster import build_rollout_workers, ray_cluster
     from rlvr.eval_sampled import SampledEval
     from rlvr.correctness import Correctness, correctness_label
     from rlvr.models import resolve_model
+    from rlvr.placement import engine_options
     from rlvr.rollout import SamplingSpec
     from rlvr.scoring import build_reward_service
 

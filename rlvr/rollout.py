@@ -9,6 +9,10 @@ Weights arrive in place, without reloading from disk or restarting the engine: `
 through the Ray object store) or vLLM's weight-transfer API over NCCL (`init_weight_transfer_engine`,
 `start_weight_update`, `update_weights`, `finish_weight_update`, the method names vLLM's own
 `RayVLLMWeightSyncClient` calls).
+
+Colocated with a learner rank (rlvr/placement.py), the engine sleeps while the learner trains: `sleep()`
+frees the KV cache and offloads the weights to host memory (vLLM's sleep mode, level 1), `wake_up()`
+restores them. vLLM has sleep mode on CUDA, ROCm and XPU only: on CPU both are skipped, with one log line.
 """
 
 from __future__ import annotations
@@ -55,6 +59,15 @@ def request_seed(step_seed: int, engine: int, prompt: int, n: int, engines: int)
     return (step_seed * DRAW_STRIDE + k * n) % 2**31
 
 
+def gpu_engine_kwargs(tensor_parallel: int, gpu_memory_utilization: float, sleep_mode: bool) -> dict:
+    """vLLM engine arguments of a GPU engine. Tensor parallel (> 1 GPU): this actor holds no GPU, and vLLM's
+    Ray executor starts one worker per bundle of the placement group the actor runs in, those listed in
+    VLLM_RAY_BUNDLE_INDICES (rlvr/placement.py sets both); one GPU: in-process, on the actor's own GPU."""
+    kwargs = dict(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization,
+                  enable_sleep_mode=sleep_mode)
+    return kwargs | ({"distributed_executor_backend": "ray"} if tensor_parallel > 1 else {})
+
+
 @ray.remote
 class RolloutWorker:
     def __init__(
@@ -75,6 +88,7 @@ class RolloutWorker:
         seed: int = 0,
         engine_index: int = 0,  # this engine's place among the step's engines: part of every request seed
         num_engines: int = 1,
+        sleep_mode: bool = False,  # colocated: sleep() / wake_up() free and restore the GPU memory (GPU only)
     ) -> None:
         # vLLM logs a line per weight sync at INFO, burying the driver's progress (VLLM_LOGGING_LEVEL=INFO restores it).
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -86,7 +100,7 @@ class RolloutWorker:
             vllm_cpu.keep_linear_weights()
             kwargs = vllm_cpu.engine_kwargs()
         else:
-            kwargs = dict(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization)
+            kwargs = gpu_engine_kwargs(tensor_parallel, gpu_memory_utilization, sleep_mode)
         from vllm import LLM
 
         if max_num_seqs:
@@ -114,6 +128,8 @@ class RolloutWorker:
         self.version = 0
         self.engine_index, self.num_engines = engine_index, num_engines
         self._requests = 0
+        self.sleep_mode = sleep_mode and not self.on_cpu
+        self._said_no_sleep = False
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "version": self.version}
@@ -183,6 +199,30 @@ class RolloutWorker:
             prompt_ids=tuple(out.prompt_token_ids),
             policy_version=self.version,
         )
+
+    # ---- colocated: free the GPU for the learner ----
+    def sleep(self) -> bool:
+        """Free the KV cache and offload the weights to host memory; False where there is no sleep mode (CPU)."""
+        if not self.sleep_mode:
+            self._no_sleep()
+            return False
+        self.llm.sleep(level=1)  # level 2 would drop the weights, and buffers no weight sync rewrites with them
+        return True
+
+    def wake_up(self) -> bool:
+        """Restore the weights and the KV cache (before the weight sync and the next generation)."""
+        if not self.sleep_mode:
+            return False
+        self.llm.wake_up()
+        self.llm.reset_prefix_cache()  # the cache's blocks were freed with their contents
+        return True
+
+    def _no_sleep(self) -> None:
+        if not self._said_no_sleep:
+            self._said_no_sleep = True
+            why = "vLLM has sleep mode on CUDA/ROCm/XPU only" if self.on_cpu else "built without sleep_mode"
+            print(f"rollout engine {self.engine_index}: colocated, but {why}: the engine keeps its memory "
+                  "while the learner trains (sleep/wake skipped)", flush=True)
 
     # ---- weight updates, in place ----
     def load_weights(self, named_tensors: dict[str, torch.Tensor], version: int) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from rlvr.checkpoint import write_json_atomic
-from rlvr.cluster import build_learner, build_rollout_workers, build_stage, build_weight_sync, placement, ray_cluster
+from rlvr.cluster import build_learner, build_rollout_workers, build_stage, build_weight_sync, ray_cluster
 from rlvr.config import Config, to_dict
 from rlvr.console import RewardFailures
 from rlvr.correctness import Correctness, correctness_label
@@ -25,6 +25,7 @@ from rlvr.optim import OptimSpec
 from rlvr.metrics import MetricsLogger, rollout_metrics
 from rlvr.remote import wait_all
 from rlvr.models import TinyShape, resolve_model
+from rlvr.placement import engines_asleep, place
 from rlvr.rollout import SamplingSpec
 from rlvr.sampling import DynamicSampling, OnePass, generate_and_score
 from rlvr.scoring import build_reward_service
@@ -55,11 +56,11 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
 
     console.print("starting Ray")
     with ray_cluster(cfg, say=console.print):
-        learner_options, worker_options = placement(cfg)
-        learner = build_learner(cfg, model_path, learner_options)  # the learner group: learner.ranks actors
-        workers = build_rollout_workers(cfg, model_path, worker_options)
+        plan = place(cfg)  # disaggregated or colocated GPUs, reserved up front
+        learner = build_learner(cfg, model_path, plan.learners)  # the learner group: learner.ranks actors
+        workers = build_rollout_workers(cfg, model_path, plan.engines)
         reward_service = build_reward_service(cfg.reward)
-        stage = build_stage(cfg, model_path, learner)  # advantages: a table estimator, or PPO's critic; a teacher
+        stage = build_stage(cfg, model_path, learner, plan)  # advantages: a table estimator, or PPO's critic; a teacher
         console.print(f"loading the model ({model_path}) into {len(learner)} learner rank(s) and {len(workers)} "
                       "vLLM engine(s)")
         learner.ready()
@@ -80,7 +81,8 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
         failures = RewardFailures(logger.print)
         try:
             if cfg.sft.steps:
-                summary |= cold_start(cfg, learner, splits.sft, logger)
+                with engines_asleep(workers, plan, cfg.cluster.call_timeout_s):
+                    summary |= cold_start(cfg, learner, splits.sft, logger)
                 weight_sync.push(version=0)
             learner.start_rl()
             stage.prepare(learner)
@@ -101,8 +103,9 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                 curriculum_metrics = tracker.update(sampled.all_PG)
                 batch = stage.make_batch(scored_PG)
                 train_start = time.perf_counter()
-                critic_metrics = stage.update(batch)  # PPO's critic trains beside the policy
-                metrics = learner.train_step(batch) | critic_metrics()
+                with engines_asleep(workers, plan, cfg.cluster.call_timeout_s):  # colocated: vLLM frees the GPUs
+                    critic_metrics = stage.update(batch)  # PPO's critic trains beside the policy
+                    metrics = learner.train_step(batch) | critic_metrics()
                 train_s = time.perf_counter() - train_start
                 sync_s = weight_sync.push(version=step + 1)
                 if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0:

@@ -42,12 +42,40 @@ def tiny_model(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", TinyShape(hidden=64, layers=2, heads=2)))
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray cluster for the session (starting one costs ~5 s); fake GPUs for placement tests."""
+def _start_session_ray():
     import ray
 
     # address="local": a new cluster even when another is running on this machine
-    ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, object_store_memory=512 * 2**20, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, object_store_memory=512 * 2**20,
+             log_to_driver=False)
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the session (starting one costs ~5 s); fake GPUs for placement tests."""
+    ray = _start_session_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """Ray's multi-node test cluster (ray.cluster_utils.Cluster): two nodes of 4 fake GPUs each, one process
+    tree per node on this machine. A Ray can connect to one cluster at a time, so the session cluster, if
+    started, is stopped for the module and started again after it."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    restart = ray.is_initialized()
+    ray.shutdown()
+    node = dict(num_cpus=1, num_gpus=4, object_store_memory=128 * 2**20)
+    cluster = Cluster(initialize_head=True, head_node_args=node | dict(include_dashboard=False))
+    cluster.add_node(**node)
+    ray.init(address=cluster.address, log_to_driver=False)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+    if restart:
+        _start_session_ray()
