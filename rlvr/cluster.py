@@ -26,7 +26,7 @@ from rlvr.models import resolve_model
 from rlvr.optim import OptimSpec
 from rlvr.rollout import RolloutWorker
 from rlvr.teacher import Teacher
-from rlvr.weight_sync import NcclSync, ObjectStoreSync, WeightSync
+from rlvr.weight_sync import ObjectStoreSync, SharedMemorySync, TransferSync, WeightSync
 
 
 @contextlib.contextmanager
@@ -221,7 +221,7 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
             gpu_memory_utilization=r.gpu_memory_utilization,
             cpu_kv_cache_gb=r.cpu_kv_cache_gb,
             enforce_eager=r.enforce_eager,
-            nccl_weight_transfer=_sync_kind(cfg) == "nccl",
+            weight_transfer=TRANSFER_BACKENDS.get(sync_kind(cfg), ""),
             prompt_template=cfg.data.prompt_template,
             system_prompt=cfg.data.system_prompt,
             seed=r.seed + i,
@@ -232,13 +232,21 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
     ]
 
 
+TRANSFER_BACKENDS = {"nccl": "nccl", "gloo": "rlvr_gloo"}  # rollout.weight_sync -> vLLM weight-transfer backend
+
+
 def build_weight_sync(cfg: Config, learner, workers) -> WeightSync:
-    if _sync_kind(cfg) == "nccl":
-        return NcclSync(learner, workers, [cfg.rollout.gpus_per_engine] * len(workers))
-    return ObjectStoreSync(learner, workers)
+    """`learner`: the rank-0 learner actor, the source of the weights."""
+    kind, timeout_s = sync_kind(cfg), cfg.rollout.sync_timeout_s
+    if kind in TRANSFER_BACKENDS:
+        tp_sizes = [max(1, cfg.rollout.gpus_per_engine)] * len(workers)  # a CPU engine has one worker
+        return TransferSync(learner, workers, tp_sizes, TRANSFER_BACKENDS[kind], timeout_s)
+    if kind == "shared_memory":
+        return SharedMemorySync(learner, workers, timeout_s)
+    return ObjectStoreSync(learner, workers, timeout_s)
 
 
-def _sync_kind(cfg: Config) -> str:
+def sync_kind(cfg: Config) -> str:
     if cfg.rollout.weight_sync != "auto":
         return cfg.rollout.weight_sync
-    return "nccl" if cfg.rollout.gpus_per_engine > 0 and cfg.learner.gpus > 0 else "object_store"
+    return "nccl" if cfg.rollout.gpus_per_engine > 0 else "shared_memory"
