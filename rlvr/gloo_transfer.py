@@ -173,8 +173,12 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
         # The engines block in their half of the rendezvous, so it runs beside ours (as the NCCL backend does).
         with ThreadPoolExecutor(max_workers=1) as pool:
             joined = pool.submit(client.init_weight_transfer_engine, worker_info)
-            engine.group = open_group(init_info.master_address, init_info.master_port, 0, init_info.world_size,
-                                      init_info.timeout_s)
+            try:
+                engine.group = open_group(init_info.master_address, init_info.master_port, 0, init_info.world_size,
+                                          init_info.timeout_s)
+            except RuntimeError as e:  # gloo's rendezvous timeout
+                raise RuntimeError(f"rlvr_gloo: the engines' workers (ranks 1..{init_info.world_size - 1}) did not "
+                                   f"all join the weight-transfer group within {init_info.timeout_s:.0f} s") from e
             joined.result()
         return engine
 

@@ -97,8 +97,9 @@ class TransferSync:
     def __init__(self, learner: ray.actor.ActorHandle, workers: list[ray.actor.ActorHandle], tp_sizes: list[int],
                  backend: str, timeout_s: float) -> None:
         self.learner, self.workers, self.timeout_s = learner, workers, timeout_s
+        # Outer deadline above the learner's own (its rendezvous fails with the ranks named first).
         wait(learner.init_weight_sender.remote(workers, tp_sizes, backend, timeout_s), role="learner",
-             call=f"init_weight_sender ({backend} group with {len(workers)} engines)", timeout_s=timeout_s)
+             call=f"init_weight_sender ({backend} group with {len(workers)} engines)", timeout_s=2 * timeout_s)
 
     def push(self, version: int) -> float:
         start = time.perf_counter()
