@@ -8,9 +8,10 @@ engine maps the file once and hands `load_weights` views into the mapping, so th
 twice in all (learner -> file, file -> engine parameters).
 
 Lifetime: the file is unlinked as soon as every engine has mapped it (`SharedWeightsWriter.unlink`,
-called by `SharedMemorySync` after its first push). The pages then live exactly as long as the processes
-that map them, so neither a clean exit nor a `kill -9` leaves a file behind. Until then a crash leaves
-one `/dev/shm/rlvr-weights-*` file (removed at the writer's normal exit).
+called by `SharedMemorySync` at the end of its first push, failed or not). The pages then live exactly as
+long as the processes that map them, so neither a clean exit nor a `kill -9` leaves a file behind. Only a
+learner killed during the first push leaves one `/dev/shm/rlvr-weights-*` file (a normal exit removes it).
+An engine started later cannot join: it would need a new file.
 
 One file means one sync in flight: the learner must not write step k+1 while engines still read step k.
 The loop is synchronous (`push` waits for every engine); an asynchronous trainer needs two files.

@@ -83,11 +83,15 @@ class SharedMemorySync:
         weights = self.learner.named_weights.remote() if any(remote) else None
         refs = [w.load_weights.remote(weights, version) if far else w.load_shared_weights.remote(manifest, version)
                 for w, far in zip(self.workers, remote)]
-        wait_engines(refs, self.workers, "load_weights / load_shared_weights", self.timeout_s)
-        if not self.unlinked:  # every local engine holds its mapping now: the file's name can go
-            wait(self.learner.unlink_shared_weights.remote(), role="learner", call="unlink_shared_weights",
-                 timeout_s=self.timeout_s)
-            self.unlinked = True
+        try:
+            wait_engines(refs, self.workers, "load_weights / load_shared_weights", self.timeout_s)
+        finally:
+            # After the first push every local engine holds its mapping, so the name can go; after a failed one
+            # the run is over, and the name goes too (a learner killed later would leave the file behind).
+            if not self.unlinked:
+                wait(self.learner.unlink_shared_weights.remote(), role="learner", call="unlink_shared_weights",
+                     timeout_s=self.timeout_s)
+                self.unlinked = True
         return time.perf_counter() - start
 
 

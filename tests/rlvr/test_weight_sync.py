@@ -208,11 +208,15 @@ def test_a_stuck_engine_is_an_error_naming_it_within_the_deadline(kind, learner,
 
 @pytest.mark.ray
 @pytest.mark.vllm
-def test_a_failing_engine_is_an_error_naming_it(learner, engines):
+def test_a_failing_engine_is_an_error_naming_it(engines, tiny_model):
+    learner = Learner.remote(tiny_model, optim=OptimSpec(lr=1e-2), loss=LossConfig(), threads=1)  # a new file
     broken = StandInEngine.remote("fail")
+    before = set(os.listdir("/dev/shm"))
     with pytest.raises(RuntimeError, match="(?s)engine 0 \\(actor .*\\): load_weights .* failed: .*out of memory"):
         SharedMemorySync(learner, [broken, engines[1]], timeout_s=10).push(6)
+    assert not set(os.listdir("/dev/shm")) - before  # a failed first push leaves no file either
     ray.kill(broken)
+    ray.kill(learner)
 
 
 @pytest.mark.ray
