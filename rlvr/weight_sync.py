@@ -27,6 +27,8 @@ import torch
 
 from rlvr.remote import CallTimeout, wait
 
+SETTING = "rollout.sync_timeout_s"
+
 
 class WeightSync(Protocol):
     def push(self, version: int) -> float:
@@ -41,7 +43,7 @@ def wait_engines(refs: list, workers: list, call: str, timeout_s: float) -> list
     if pending:
         late = [f"engine {i} (actor {_actor_id(workers[i])})" for i, r in enumerate(refs) if r in pending]
         raise CallTimeout(f"weight sync: {', '.join(late)}: {call} did not return within {timeout_s:.0f} s "
-                          "(rollout.sync_timeout_s)")
+                          f"({SETTING})")
     results = []
     for i, ref in enumerate(refs):
         try:
@@ -78,7 +80,7 @@ class SharedMemorySync:
     def push(self, version: int) -> float:
         start = time.perf_counter()
         manifest = wait(self.learner.write_shared_weights.remote(), role="learner", call="write_shared_weights",
-                        timeout_s=self.timeout_s)
+                        timeout_s=self.timeout_s, setting=SETTING)
         remote = [n != manifest.node_id for n in self.nodes]
         weights = self.learner.named_weights.remote() if any(remote) else None
         refs = [w.load_weights.remote(weights, version) if far else w.load_shared_weights.remote(manifest, version)
@@ -90,7 +92,7 @@ class SharedMemorySync:
             # the run is over, and the name goes too (a learner killed later would leave the file behind).
             if not self.unlinked:
                 wait(self.learner.unlink_shared_weights.remote(), role="learner", call="unlink_shared_weights",
-                     timeout_s=self.timeout_s)
+                     timeout_s=self.timeout_s, setting=SETTING)
                 self.unlinked = True
         return time.perf_counter() - start
 
@@ -103,13 +105,15 @@ class TransferSync:
         self.learner, self.workers, self.timeout_s = learner, workers, timeout_s
         # Outer deadline above the learner's own (its rendezvous fails with the ranks named first).
         wait(learner.init_weight_sender.remote(workers, tp_sizes, backend, timeout_s), role="learner",
-             call=f"init_weight_sender ({backend} group with {len(workers)} engines)", timeout_s=2 * timeout_s)
+             call=f"init_weight_sender ({backend} group with {len(workers)} engines)", timeout_s=2 * timeout_s,
+             setting=f"2 x {SETTING}")
 
     def push(self, version: int) -> float:
         start = time.perf_counter()
         # The learner's client waits on each engine with the same deadline and names a failing one; this
         # outer deadline also covers a broadcast stuck with no error (NCCL has no timeout of its own).
-        wait(self.learner.send_weights.remote(), role="learner", call="send_weights", timeout_s=2 * self.timeout_s)
+        wait(self.learner.send_weights.remote(), role="learner", call="send_weights", timeout_s=2 * self.timeout_s,
+             setting=f"2 x {SETTING}")
         wait_engines([w.set_version.remote(version) for w in self.workers], self.workers, "set_version", self.timeout_s)
         return time.perf_counter() - start
 
