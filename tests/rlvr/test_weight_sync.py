@@ -167,11 +167,11 @@ def test_shared_memory_sync_leaves_no_file(learner, engines):
 class StandInEngine:
     """Takes the sync calls of a RolloutWorker and sleeps or raises in them: an engine that hangs or breaks."""
 
-    def __init__(self, behaviour: str) -> None:
-        self.behaviour = behaviour
+    def __init__(self, behaviour: str, node: str = "") -> None:
+        self.behaviour, self.node, self.loaded = behaviour, node, {}
 
     def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+        return self.node or ray.get_runtime_context().get_node_id()
 
     def _act(self) -> float:
         if self.behaviour == "hang":
@@ -181,7 +181,11 @@ class StandInEngine:
         return 0.0
 
     def load_weights(self, weights, version: int) -> float:
+        self.loaded = weights
         return self._act()
+
+    def last_loaded(self) -> dict:
+        return self.loaded
 
     def load_shared_weights(self, manifest, version: int) -> float:
         return self._act()
@@ -234,3 +238,17 @@ def test_a_transfer_group_an_engine_never_joins_fails_in_time(ray_cluster, tiny_
     assert time.perf_counter() - start < 30
     ray.kill(absent)
     ray.kill(learner)
+
+
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_engines_on_another_node_get_the_object_store(learner, engines, tiny_model):
+    """Only the learner's node can map its file: an engine elsewhere is sent the tensors themselves."""
+    elsewhere = StandInEngine.remote("ok", node="another-node")
+    sync = SharedMemorySync(learner, [engines[0], elsewhere], timeout_s=60)
+    weights = train_once(learner, engines[0], seed=11)
+    sync.push(11)
+    sent = ray.get(elsewhere.last_loaded.remote())
+    assert sent.keys() == weights.keys() and all(torch.equal(sent[k], weights[k]) for k in weights)
+    assert_engine_serves(engines[0], weights, tiny_model, 11)
+    ray.kill(elsewhere)
