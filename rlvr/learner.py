@@ -254,28 +254,45 @@ class Learner:
         return {"sft/loss": sum(losses) / len(losses), "sft/token_acc_p50": correct / total,
                 "sft/lr": self._sft_updater.lr()}
 
-    # ---- weights ----
+    # ---- weights (transports in rlvr/weight_sync.py) ----
     def gather_weights(self) -> None:
         """Every rank joins the gather of the full weights (a collective under ZeRO-3); rank 0 keeps them for
         `named_weights` and `save`. Other engines need no gather: rank 0 has the full weights."""
         full = self.updater.full_weights(self.compute_dtype) if self.updater is not None else None
         self._gathered = full if self.rank == 0 else None
 
+    def _weights(self) -> list[tuple[str, torch.Tensor]]:
+        """The full weights this learner hands out (HF names): rank 0's ZeRO-3 gather when one was made for
+        this sync (`gather_weights`), else the model's own parameters. Every transport reads them here."""
+        gathered = getattr(self, "_gathered", None)
+        return list(gathered.items()) if gathered is not None else list(self.model.named_parameters())
+
     def named_weights(self) -> dict[str, torch.Tensor]:
         """HF-named parameters (tied weights once) on CPU in the engines' dtype, for the object-store sync."""
-        gathered = getattr(self, "_gathered", None)
-        if gathered is not None:
-            self._gathered = None
-            return gathered
-        return {
-            name: p.detach().to("cpu", dtype=self.compute_dtype, copy=True) for name, p in self.model.named_parameters()
-        }
+        from rlvr.weight_sync import named_weights
 
-    def init_weight_sender(self, workers: list, tp_sizes: list[int]) -> None:
-        """Open the NCCL group with the engines (GPU weight sync, rlvr/weight_sync.py)."""
-        from rlvr.weight_sync import open_nccl_sender
+        return named_weights(self._weights(), self.compute_dtype)
 
-        self._sender = open_nccl_sender(self.model, workers, tp_sizes)
+    def write_shared_weights(self):
+        """Write the weights into this learner's shared-memory file; returns its `Manifest`."""
+        from rlvr.shared_weights import SharedWeightsWriter
+
+        weights = self._weights()
+        if getattr(self, "_shared_weights", None) is None:  # the file is made on the first sync, and kept
+            self._shared_weights = SharedWeightsWriter(weights, self.compute_dtype,
+                                                       ray.get_runtime_context().get_node_id())
+        return self._shared_weights.write(weights)
+
+    def unlink_shared_weights(self) -> None:
+        self._shared_weights.unlink()
+
+    def init_weight_sender(self, workers: list, tp_sizes: list[int], backend: str = "nccl",
+                           timeout_s: float = 600.0) -> None:
+        """Open the weight-transfer group with the engines (rlvr/weight_sync.py `open_weight_sender`)."""
+        from rlvr.weight_sync import open_weight_sender
+
+        self._sender = open_weight_sender(self._weights, workers, tp_sizes, backend=backend, dtype=self.compute_dtype,
+                                          timeout_s=timeout_s)
 
     def send_weights(self) -> None:
         self._sender.send_weights()

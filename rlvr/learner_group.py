@@ -13,6 +13,8 @@ the group's metrics and rank 0's are kept. Rank 0 is the source of the weights (
 
 from __future__ import annotations
 
+import time
+
 import ray
 import torch
 
@@ -78,7 +80,7 @@ class LearnerGroup:
         return self.rank0.named_weights.remote()
 
     def save(self, out_dir: str) -> str:
-        self.gather_weights()
+        self.before_sync()
         return self._all("save", [a.save.remote(out_dir) for a in self.actors])[0]
 
     def sft(self, method: str, *args, **kwargs):
@@ -103,3 +105,17 @@ def shard_prompts(batch: TrainBatch, ranks: int) -> list[torch.Tensor]:
         owner = torch.minimum(owner, torch.arange(batch.num_prompts))
         owner = torch.cummax(owner, 0).values
     return [(owner == r).nonzero().squeeze(1) for r in range(ranks)]
+
+
+class GatherFirst:
+    """A weight sync from a ZeRO-3 group: every rank joins the gather of the full weights onto rank 0
+    (module by module), then the transport reads rank 0's copy."""
+
+    def __init__(self, group: LearnerGroup, sync) -> None:
+        self.group, self.sync = group, sync
+
+    def push(self, version: int) -> float:
+        start = time.perf_counter()
+        self.group.gather_weights()
+        gathered = time.perf_counter() - start
+        return gathered + self.sync.push(version)

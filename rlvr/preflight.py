@@ -38,6 +38,12 @@ def preflight(cfg: Config, *, check_data: bool = True) -> list[str]:
     """Raise PreflightError on the first fatal mistake; return warnings (one line each) otherwise."""
     if cfg.train.steps < 0:
         raise PreflightError(f"train.steps = {cfg.train.steps}: must be >= 0 (0: SFT and one evaluation, no RL)")
+    if cfg.cluster.placement == "colocated" and cfg.rollout.gpus_per_engine > 0:
+        # NCCL refuses a learner rank and an engine worker on one GPU, and the CPU transports need vLLM's
+        # insecure serialisation with GPU engines; a same-GPU transport (vLLM's "ipc" weight transfer) is next.
+        raise PreflightError('cluster.placement = "colocated" on GPUs: the weight sync between a learner rank and '
+                             'the engine on its GPU needs a same-GPU transport, which rlvr does not have yet; use '
+                             '"disaggregated" (placement itself is in rlvr/placement.py)')
     check_rewards(cfg.reward)
     for key, path in (("model.path", cfg.model.path), ("critic.path", cfg.critic.path),
                       ("distill.teacher", cfg.distill.teacher)):

