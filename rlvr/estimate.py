@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -41,6 +42,12 @@ class AdvantageStage(Protocol):
     def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch: ...
 
     def update(self, batch: TrainBatch) -> Pending: ...
+
+    def save_state(self, out_dir: Path) -> None:
+        """A resumable checkpoint's part of the stage (PPO's critic); nothing for stateless stages."""
+        ...
+
+    def load_state(self, in_dir: Path) -> None: ...
 
 
 def rewards_of(scored_PG: list[list[ScoredRollout]]) -> torch.Tensor:
@@ -85,6 +92,12 @@ class OutcomeAdvantages:
     def update(self, batch: TrainBatch) -> Pending:
         return _none
 
+    def save_state(self, out_dir: Path) -> None:
+        pass
+
+    def load_state(self, in_dir: Path) -> None:
+        pass
+
 
 class CriticAdvantages:
     def __init__(self, critic, gamma: float, lam: float, norm: str, from_policy: bool, timeout_s: float,
@@ -118,6 +131,12 @@ class CriticAdvantages:
         ref = self.critic.train_step.remote(batch)
         return lambda: self._wait(ref, "train_step")
 
+    def save_state(self, out_dir: Path) -> None:
+        self._wait(self.critic.save_state.remote(str(out_dir)), "save_state")
+
+    def load_state(self, in_dir: Path) -> None:  # instead of prepare(): the trunk is the saved one
+        self._wait(self.critic.load_state.remote(str(in_dir)), "load_state")
+
     def _wait(self, ref, call: str):
         return wait(ref, role="critic", call=call, timeout_s=self.timeout_s)
 
@@ -137,3 +156,9 @@ class WithTeacher:
 
     def update(self, batch: TrainBatch) -> Pending:
         return self.inner.update(batch)
+
+    def save_state(self, out_dir: Path) -> None:  # the teacher is frozen: nothing of its own
+        self.inner.save_state(out_dir)
+
+    def load_state(self, in_dir: Path) -> None:
+        self.inner.load_state(in_dir)

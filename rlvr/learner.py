@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import random
 import time
+from pathlib import Path
 
 import ray
 import torch
@@ -258,6 +260,65 @@ class Learner:
     def ready(self) -> dict:
         return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device),
                 "params": sum(p.numel() for p in self.model.parameters())}
+
+    # ---- resumable state ----
+    def save_state(self, out_dir: str) -> str:
+        """Everything this rank needs to continue RL exactly (rlvr/resume.py); every rank gets the same call.
+
+        Rank 0 writes the fp32 master weights and pi_ref as plain HF folders (model/, reference/); each
+        rank writes its optimizer and scheduler (rank_R/updater.pt; under DeepSpeed, its own
+        `save_checkpoint` format in deepspeed/, a collective call), its torch RNG, the step counter that
+        seeds the minibatch shuffle, and the entropy control's coefficient.
+        """
+        if self.updater is None:
+            raise RuntimeError("save_state before RL started: there is no optimizer state to save yet")
+        out, rank = Path(out_dir), getattr(self, "rank", 0)
+        mine = out / f"rank_{rank}"
+        mine.mkdir(parents=True, exist_ok=True)
+        if rank == 0:
+            self.model.save_pretrained(out / "model")  # fp32: the master weights, bit for bit
+            self.tokenizer.save_pretrained(out / "model")
+            if self.reference is not None:
+                self.reference.save_pretrained(out / "reference")
+        if self.backend == "deepspeed":
+            self.updater.save_checkpoint(out / "deepspeed")
+        else:
+            torch.save(self.updater.state_dict(), mine / "updater.pt")
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        torch.save(rng, mine / "rng.pt")
+        (mine / "learner.json").write_text(json.dumps({"steps": self.steps, "entropy": self.entropy.state()}) + "\n")
+        return out_dir
+
+    def load_state(self, in_dir: str) -> int:
+        """Restore what `save_state` wrote: weights, pi_ref (the original one, not a copy of the resumed
+        weights), optimizer and scheduler, RNG, step counter, entropy control. Returns the step counter."""
+        from transformers import AutoModelForCausalLM
+
+        def weights(folder: Path) -> dict[str, torch.Tensor]:
+            return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
+
+        src, rank = Path(in_dir), getattr(self, "rank", 0)
+        mine = src / f"rank_{rank}"
+        self.model.load_state_dict(weights(src / "model"))
+        self.reference = None
+        if self.use_reference:
+            if not (src / "reference").is_dir():
+                raise FileNotFoundError(f"{src}: no reference/ folder, but this run's KL term needs pi_ref")
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.reference.load_state_dict(weights(src / "reference"))
+        self.updater = make_updater(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
+        if self.backend == "deepspeed":
+            self.updater.load_checkpoint(src / "deepspeed")
+        else:
+            self.updater.load_state_dict(torch.load(mine / "updater.pt", weights_only=False))
+        rng = torch.load(mine / "rng.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        state = json.loads((mine / "learner.json").read_text())
+        self.steps = int(state["steps"])
+        self.entropy.restore(state["entropy"])
+        return self.steps
 
 
 class _Mismatch:

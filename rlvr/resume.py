@@ -1,0 +1,230 @@
+"""Resumable checkpoints: DIR/checkpoints/step_NNNNNN/, each written whole or not at all.
+
+    ckpt = Checkpoints(out, cfg.train, timeout_s=cfg.cluster.call_timeout_s)
+    resumed = ckpt.latest(to_dict(cfg))              # --resume: before Ray starts; errors name DIR or the keys
+    start, driver = resumed.restore(parts)           # learner, critic, reward shapers, tracker, prompts, RNGs
+    ckpt.save(step + 1, parts, driver)               # every train.save_every steps; prunes to train.keep_last
+
+A checkpoint of step N (N RL steps done; the run continues with step N) holds
+
+    learner/      the learner's `save_state` (rlvr/learner.py): model/ (a plain HF folder, fp32 master
+                  weights), reference/ (pi_ref, when a KL term needs it), rank_R/ (optimizer, scheduler,
+                  RNG, step counter, entropy control) or deepspeed/ (DeepSpeed's own format)
+    critic/       PPO's value model and its optimizer (rlvr/critic.py), when the run has one
+    driver.json   the step, the prompt source's position, the pass-rate tracker, the reward shapers' state,
+                  the per-step rewards and the summary so far (the evaluation before RL is not repeated)
+    driver_rng.pkl  the driver's python / numpy / torch RNG states
+    COMPLETE      written last
+
+Atomicity: everything goes into a hidden temporary folder beside the final one; its files are fsynced,
+then the COMPLETE marker is written and fsynced, then one rename gives the folder its step name. A
+process killed at any point (kill -9) leaves either a `.step_*.tmp-*` folder or a step folder without
+the marker: neither is ever picked up, and the next save or resume removes stale temporaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.config import TrainConfig
+from rlvr.remote import wait
+
+MARKER = "COMPLETE"
+_STEP = re.compile(r"^step_(\d+)$")
+
+# Keys that may differ between a run and its resumption: bookkeeping, logging and where things run.
+# Everything else changes what the continued run computes, so a difference is an error naming the key.
+MAY_DIFFER = ("train.steps", "train.save_every", "train.keep_last", "train.loggers", "cluster.", "eval.every",
+              "eval.n", "eval.k", "eval.temperature", "eval.max_tokens", "reward.workers", "reward.timeout_s",
+              "reward.worker_memory_mb", "reward.recycle_after")
+
+
+class ResumeError(RuntimeError):
+    pass
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step_{step:06d}"
+
+
+def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and (p / MARKER).is_file()]
+    return sorted(found)
+
+
+def prune(root: Path, keep_last: int) -> list[Path]:
+    """Remove all but the newest `keep_last` complete checkpoints (0: keep all), and stale temporaries."""
+    removed = [p for p in root.glob(".step_*.tmp-*")]
+    if keep_last:
+        removed += [p for _, p in complete_checkpoints(root)[:-keep_last]]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success fsync it, write the marker last and rename it to `final`."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        with (tmp / MARKER).open("w") as f:
+            f.write(final.name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync(tmp)
+        if final.exists():  # a re-save of the same step (a resumed run that saves again): replace it whole
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync(final.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """"key: old -> new" for every dotted key that differs and is not in MAY_DIFFER."""
+    old, new = _flatten(saved), _flatten(current)
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys
+            if old.get(k) != new.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m)) for m in MAY_DIFFER)]
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value and prefix.count(".") < 1:  # sections only; task_kwargs stays whole
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def rng_state() -> dict[str, Any]:
+    import numpy as np
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    import numpy as np
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+@dataclass
+class Parts:
+    """What a checkpoint reads and writes besides the driver's own records.
+
+    learner: the Learner actor (or the learner group: anything with save_state.remote / load_state.remote);
+    stage: the advantage stage (rlvr/estimate.py; PPO's saves its critic); reward_service: the RewardService
+    actor; tracker, prompts: the driver's PassRateTracker and prompt source (rlvr/curriculum.py).
+    """
+
+    learner: Any
+    stage: Any
+    reward_service: Any
+    tracker: Any
+    prompts: Any
+
+
+@dataclass(frozen=True)
+class Resumed:
+    step: int
+    path: Path
+    timeout_s: float
+
+    def restore(self, parts: Parts) -> dict[str, Any]:
+        """Load every part's state from the checkpoint; returns the driver's records (rewards, summary, ...)."""
+        driver = json.loads((self.path / "driver.json").read_text())
+        if driver["step"] != self.step:
+            raise ResumeError(f"{self.path}: driver.json says step {driver['step']}, the folder step {self.step}")
+        wait(parts.learner.load_state.remote(str(self.path / "learner")), role="learner", call="load_state",
+             timeout_s=self.timeout_s)
+        parts.stage.load_state(self.path / "critic")
+        wait(parts.reward_service.set_shaper_state.remote(driver["shapers"]), role="reward service",
+             call="set_shaper_state", timeout_s=self.timeout_s)
+        parts.tracker.restore(driver["tracker"])
+        parts.prompts.restore(driver["prompts"])
+        with (self.path / "driver_rng.pkl").open("rb") as f:
+            restore_rng(pickle.load(f))
+        return driver["records"]
+
+
+class Checkpoints:
+    """DIR/checkpoints: saving every `save_every` steps, pruning to `keep_last`, finding the newest to resume."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, timeout_s: float) -> None:
+        self.out, self.root = out, out / "checkpoints"
+        self.save_every, self.keep_last, self.timeout_s = cfg.save_every, cfg.keep_last, timeout_s
+
+    def due(self, steps_done: int) -> bool:
+        return bool(self.save_every) and steps_done % self.save_every == 0
+
+    def latest(self, config: Mapping[str, Any]) -> Resumed:
+        """The newest complete checkpoint, after checking `config` against DIR/run_config.json."""
+        found = complete_checkpoints(self.root)
+        if not found:
+            partial = sorted(p.name for p in self.root.glob("*step_*")) if self.root.is_dir() else []
+            raise ResumeError(f"--resume: no complete checkpoint in {self.root}" + (
+                f" (incomplete, ignored: {', '.join(partial)})" if partial else
+                " (train.save_every writes them)"))
+        saved_config = self.out / "run_config.json"
+        if saved_config.exists():
+            differences = config_differences(json.loads(saved_config.read_text()), config)
+            if differences:
+                raise ResumeError(f"--resume: the config differs from {saved_config} in keys that change the run: "
+                                  + "; ".join(differences))
+        step, path = found[-1]
+        return Resumed(step, path, self.timeout_s)
+
+    def save(self, step: int, parts: Parts, records: Mapping[str, Any]) -> Path:
+        """Write checkpoint `step` (steps done) atomically, then prune; returns its folder."""
+        final = step_dir(self.root, step)
+        with atomic_dir(final) as tmp:
+            wait(parts.learner.save_state.remote(str(tmp / "learner")), role="learner", call="save_state",
+                 timeout_s=self.timeout_s)
+            parts.stage.save_state(tmp / "critic")
+            shapers = wait(parts.reward_service.shaper_state.remote(), role="reward service", call="shaper_state",
+                           timeout_s=self.timeout_s)
+            driver = {"step": step, "prompts": dict(parts.prompts.state), "tracker": parts.tracker.state(),
+                      "shapers": shapers, "records": dict(records)}
+            (tmp / "driver.json").write_text(json.dumps(driver, indent=1, sort_keys=True) + "\n")
+            with (tmp / "driver_rng.pkl").open("wb") as f:
+                pickle.dump(rng_state(), f)
+        prune(self.root, self.keep_last)
+        return final
