@@ -146,11 +146,21 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def call(target: Any, method: str, *args: Any, role: str, timeout_s: float) -> Any:
+    """`target.method(*args)` on an actor handle (with the deadline) or on a plain object (a learner group
+    fanning the call out to its ranks, which waits with its own deadline)."""
+    fn = getattr(target, method)
+    if hasattr(fn, "remote"):
+        return wait(fn.remote(*args), role=role, call=method, timeout_s=timeout_s)
+    return fn(*args)
+
+
 @dataclass
 class Parts:
     """What a checkpoint reads and writes besides the driver's own records.
 
-    learner: the Learner actor (or the learner group: anything with save_state.remote / load_state.remote);
+    learner: the Learner actor, or the learner group (plain `save_state(dir)` / `load_state(dir)` methods
+    that call every rank's);
     stage: the advantage stage (rlvr/estimate.py; PPO's saves its critic); reward_service: the RewardService
     actor; tracker, prompts: the driver's PassRateTracker and prompt source (rlvr/curriculum.py).
     """
@@ -173,11 +183,9 @@ class Resumed:
         driver = json.loads((self.path / "driver.json").read_text())
         if driver["step"] != self.step:
             raise ResumeError(f"{self.path}: driver.json says step {driver['step']}, the folder step {self.step}")
-        wait(parts.learner.load_state.remote(str(self.path / "learner")), role="learner", call="load_state",
-             timeout_s=self.timeout_s)
+        call(parts.learner, "load_state", str(self.path / "learner"), role="learner", timeout_s=self.timeout_s)
         parts.stage.load_state(self.path / "critic")
-        wait(parts.reward_service.set_shaper_state.remote(driver["shapers"]), role="reward service",
-             call="set_shaper_state", timeout_s=self.timeout_s)
+        call(parts.reward_service, "set_shaper_state", driver["shapers"], role="reward service", timeout_s=self.timeout_s)
         parts.tracker.restore(driver["tracker"])
         parts.prompts.restore(driver["prompts"])
         with (self.path / "driver_rng.pkl").open("rb") as f:
@@ -216,11 +224,9 @@ class Checkpoints:
         """Write checkpoint `step` (steps done) atomically, then prune; returns its folder."""
         final = step_dir(self.root, step)
         with atomic_dir(final) as tmp:
-            wait(parts.learner.save_state.remote(str(tmp / "learner")), role="learner", call="save_state",
-                 timeout_s=self.timeout_s)
+            call(parts.learner, "save_state", str(tmp / "learner"), role="learner", timeout_s=self.timeout_s)
             parts.stage.save_state(tmp / "critic")
-            shapers = wait(parts.reward_service.shaper_state.remote(), role="reward service", call="shaper_state",
-                           timeout_s=self.timeout_s)
+            shapers = call(parts.reward_service, "shaper_state", role="reward service", timeout_s=self.timeout_s)
             driver = {"step": step, "prompts": dict(parts.prompts.state), "tracker": parts.tracker.state(),
                       "shapers": shapers, "records": dict(records)}
             (tmp / "driver.json").write_text(json.dumps(driver, indent=1, sort_keys=True) + "\n")

@@ -23,7 +23,7 @@ from rlvr.learner import Learner
 from rlvr.metrics import MetricsLogger, keep_steps_before
 from rlvr.optim import OptimSpec
 from rlvr.resume import (
-    MARKER, Checkpoints, ResumeError, atomic_dir, complete_checkpoints, config_differences, prune, step_dir,
+    MARKER, Checkpoints, Parts, ResumeError, atomic_dir, complete_checkpoints, config_differences, prune, step_dir,
 )
 
 LearnerClass = Learner.__ray_actor_class__
@@ -234,6 +234,55 @@ def test_critic_state_round_trip(tiny_model, tmp_path):
     assert torch.equal(a.values(batch), b.values(batch))
 
 
+def test_checkpoint_saves_and_restores_every_driver_part(tiny_model, tmp_path):
+    """Checkpoints.save / Resumed.restore with the real parts, in this process (plain methods, as a learner
+    group will have): learner, reward shapers, pass-rate tracker, prompt stream, the driver's RNGs."""
+    import random
+
+    from rlvr.config import RewardTermConfig
+    from rlvr.correctness import Correctness
+    from rlvr.curriculum import PassRateTracker
+    from rlvr.data import PromptStream
+    from rlvr.estimate import OutcomeAdvantages
+    from rlvr.scoring import Scorer
+    from rlvr.types import Sample
+
+    terms = [RewardTermConfig(name="exact"), RewardTermConfig(name="laser_d", weight=0.0, kwargs={"initial_target": 4})]
+    samples = [Sample(id=str(i), prompt=f"{i} + 1 =", answer=str(i + 1)) for i in range(10)]
+    groups = groups_of(PROMPTS, COMPLETIONS)
+    kw = dict(optim=OptimSpec(lr=1e-3), loss=LossConfig(), threads=2)
+
+    def build(scorer):
+        learner = LearnerClass(tiny_model, **kw)
+        tracker = PassRateTracker(Correctness("t"))
+        return Parts(learner, OutcomeAdvantages("grpo", "auto"), scorer, tracker, PromptStream(samples, 4, seed=1))
+
+    ckpt = Checkpoints(tmp_path, TrainConfig(save_every=2, keep_last=1), timeout_s=60)
+    with Scorer(terms, workers=1) as scorer_a, Scorer(terms, workers=1) as scorer_b:
+        a = build(scorer_a)
+        a.learner.train_step(_batch())
+        a.tracker.update(groups)
+        scorer_a._group[0].fn([s.rollout for s in groups[0]], [1.0, 1.0])
+        for _ in range(3):
+            next(a.prompts)
+        random.seed(7)
+        ckpt.save(2, a, {"rewards_per_step": [0.5, 0.25]})
+        expected = (next(a.prompts), random.random(), torch.rand(3))
+
+        b = build(scorer_b)
+        resumed = ckpt.latest({})
+        assert (resumed.step, resumed.path) == (2, step_dir(tmp_path / "checkpoints", 2))
+        assert resumed.restore(b) == {"rewards_per_step": [0.5, 0.25]}
+        assert (next(b.prompts), random.random()) == expected[:2] and torch.equal(torch.rand(3), expected[2])
+        assert b.tracker.state() == a.tracker.state() and b.tracker.rates
+        assert scorer_b.shaper_state() == scorer_a.shaper_state() != {"laser_d": {"easy": [], "hard": [], "medium": []}}
+        assert b.learner.steps == 1 and b.learner.updater is not None
+        assert all(torch.equal(p, q) for p, q in zip(a.learner.model.parameters(), b.learner.model.parameters()))
+        ckpt.save(4, a, {})
+        assert [s for s, _ in complete_checkpoints(tmp_path / "checkpoints")] == [4]  # keep_last = 1
+
+
+@pytest.mark.slow  # ~2 min here: two DeepSpeed actors start on gloo
 @pytest.mark.ray
 def test_deepspeed_learner_state_resumes(ray_cluster, tiny_model, tmp_path):
     import ray
@@ -255,3 +304,60 @@ def test_deepspeed_learner_state_resumes(ray_cluster, tiny_model, tmp_path):
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
     for learner in (a, b):
         ray.kill(learner)
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tiny_model, tmp_path, capsys):
+    """Issue 9's acceptance: 6 RL steps with save_every=3, against 3 steps then --resume to 6.
+
+    The config exercises every piece of state: warm-up (scheduler), two minibatches (the shuffle seeded by
+    the learner's step counter), a KL term (pi_ref), adaptive entropy control, the pass-rate curriculum
+    (tracker and draws) and LASER-D's length windows (reward shaper state).
+    """
+    from safetensors.torch import load_file
+
+    from rlvr.cli import main
+
+    args = [
+        "examples/tiny_arith_grpo.toml", f"model.path={tiny_model}", "sft.steps=30", "sft.batch_size=16",
+        "train.steps=6", "train.save_every=3", "train.keep_last=1", "eval.size=8", "data.batch_size=4",
+        "algo.group_size=4", "data.train_size=200", "algo.minibatches=2", "learner.warmup_steps=4",
+        "loss.kl_coef=0.01", "loss.entropy_schedule=adaptive", "loss.entropy_coef=0.001", "loss.entropy_target=5.0",
+        "curriculum.mode=pass_rate", "train.loggers=[\"tensorboard\"]",
+        'reward.terms=[{name="reasoning_gym"}, {name="laser_d", weight=0.1, kwargs={initial_target=4, min_lengths=2}}]',
+    ]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", args[0], "--output-dir", str(full), *args[1:]]) == 0
+    assert main(["train", args[0], "--output-dir", str(cut), "--max-steps", "3", *args[1:]]) == 0
+    assert [r["step"] for r in _records(cut)] == [0, 1, 2]
+    # A later life of the run that died after logging steps 3 and 4, its step-6 checkpoint half written.
+    with (cut / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 3, "reward/mean": -1.0}) + "\n" + json.dumps({"step": 4, "reward/mean": -1.0}) + "\n")
+    (cut / "checkpoints" / "step_000006").mkdir()
+    (cut / "checkpoints" / ".step_000006.tmp-killed").mkdir()
+    capsys.readouterr()
+    assert main(["train", args[0], "--output-dir", str(cut), "--resume", "--max-steps", "6", *args[1:]]) == 0
+    assert f"resuming from {cut / 'checkpoints' / 'step_000003'}" in capsys.readouterr().err
+
+    a, b = _records(full), _records(cut)
+    assert [r["step"] for r in b] == [0, 1, 2, 3, 4, 5]
+    print("reward/mean full:", [r["reward/mean"] for r in a], "resumed:", [r["reward/mean"] for r in b])
+    for key in ("reward/mean", "loss", "grad_norm", "kl", "lr", "entropy/coef", "reward/laser_d/mean",
+                "curriculum/mean_pass_rate"):
+        assert [r[key] for r in a[3:]] == [r[key] for r in b[3:]], key
+    assert len({r["reward/mean"] for r in a}) > 1 and a[5]["kl"] > 0  # the run did learn something
+    wa, wb = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
+    diff = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    print("final weights max |diff|:", diff)
+    assert diff <= 1e-6
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (full, cut))
+    assert sb["rl_steps"] == 6 and sb["reward/first10_mean"] == sa["reward/first10_mean"]
+    assert sb["eval/accuracy_before_rl"] == sa["eval/accuracy_before_rl"]
+    assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["step_000006"]  # keep_last = 1
+    assert (cut / "checkpoints" / "step_000006" / MARKER).exists()
