@@ -103,7 +103,7 @@ class Critic:
         return out_dir
 
     def load_state(self, in_dir: str) -> None:
-        state = torch.load(Path(in_dir) / "critic.pt", weights_only=False)
+        state = torch.load(Path(in_dir) / "critic.pt", weights_only=True)
         self.model.load_state_dict(state["model"])
         self.updater.load_state_dict(state["updater"])
         torch.set_rng_state(state["rng"])

@@ -310,8 +310,8 @@ class Learner:
         if self.backend == "deepspeed":
             self.updater.load_checkpoint(src / "deepspeed")
         else:
-            self.updater.load_state_dict(torch.load(mine / "updater.pt", weights_only=False))
-        rng = torch.load(mine / "rng.pt", weights_only=False)
+            self.updater.load_state_dict(torch.load(mine / "updater.pt", weights_only=True))
+        rng = torch.load(mine / "rng.pt", weights_only=True)
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])

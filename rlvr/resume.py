@@ -12,8 +12,8 @@ A checkpoint of step N (N RL steps done; the run continues with step N) holds
                   RNG, step counter, entropy control) or deepspeed/ (DeepSpeed's own format)
     critic/       PPO's value model and its optimizer (rlvr/critic.py), when the run has one
     driver.json   the step, the prompt source's position, the pass-rate tracker, the reward shapers' state,
-                  the per-step rewards and the summary so far (the evaluation before RL is not repeated)
-    driver_rng.pkl  the driver's python / numpy / torch RNG states
+                  the per-step rewards and the summary so far (the evaluation before RL is not repeated),
+                  the driver's python / numpy / torch RNG states
     COMPLETE      written last
 
 Atomicity: everything goes into a hidden temporary folder beside the final one; its files are fsynced,
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import random
 import re
 import shutil
@@ -91,7 +90,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             f.flush()
             os.fsync(f.fileno())
         _fsync(tmp)
-        if final.exists():  # a re-save of the same step (a resumed run that saves again): replace it whole
+        if final.exists():  # a step folder without its marker (moved by hand, or a lost marker): replaced whole
             shutil.rmtree(final)
         os.rename(tmp, final)
         _fsync(final.parent)
@@ -133,17 +132,23 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
+    """The driver's python, numpy and torch RNG states as JSON-friendly lists (no pickle to load back)."""
     import numpy as np
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(words), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+            "torch": torch.get_rng_state().tolist()}
 
 
 def restore_rng(state: Mapping[str, Any]) -> None:
     import numpy as np
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(words), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
 def call(target: Any, method: str, *args: Any, role: str, timeout_s: float) -> Any:
@@ -188,8 +193,7 @@ class Resumed:
         call(parts.reward_service, "set_shaper_state", driver["shapers"], role="reward service", timeout_s=self.timeout_s)
         parts.tracker.restore(driver["tracker"])
         parts.prompts.restore(driver["prompts"])
-        with (self.path / "driver_rng.pkl").open("rb") as f:
-            restore_rng(pickle.load(f))
+        restore_rng(driver["rng"])
         return driver["records"]
 
 
@@ -228,9 +232,7 @@ class Checkpoints:
             parts.stage.save_state(tmp / "critic")
             shapers = call(parts.reward_service, "shaper_state", role="reward service", timeout_s=self.timeout_s)
             driver = {"step": step, "prompts": dict(parts.prompts.state), "tracker": parts.tracker.state(),
-                      "shapers": shapers, "records": dict(records)}
-            (tmp / "driver.json").write_text(json.dumps(driver, indent=1, sort_keys=True) + "\n")
-            with (tmp / "driver_rng.pkl").open("wb") as f:
-                pickle.dump(rng_state(), f)
+                      "shapers": shapers, "records": dict(records), "rng": rng_state()}
+            (tmp / "driver.json").write_text(json.dumps(driver, sort_keys=True) + "\n")
         prune(self.root, self.keep_last)
         return final
