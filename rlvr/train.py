@@ -105,7 +105,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                 logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
                 rewards_per_step = []
 
-            logger.stage("RL", stop - start)
+            logger.stage("RL", max(0, stop - start))
             for step in range(start, stop):
                 step_start = time.perf_counter()
                 spec = SamplingSpec(cfg.algo.group_size, cfg.rollout.max_tokens, cfg.rollout.temperature,
