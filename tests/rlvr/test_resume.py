@@ -361,3 +361,22 @@ def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tin
     assert sb["eval/accuracy_before_rl"] == sa["eval/accuracy_before_rl"]
     assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["step_000006"]  # keep_last = 1
     assert (cut / "checkpoints" / "step_000006" / MARKER).exists()
+
+
+def test_tensorboard_of_a_resumed_run_has_each_step_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rlvr.trackers import TensorBoard
+
+    first = TensorBoard(tmp_path)
+    for step in range(5):  # the run died after step 4; its checkpoint is step 3
+        first.log(step, {"reward/mean": float(step)})
+    first.close()
+    resumed = TensorBoard(tmp_path, start_step=3)
+    for step in range(3, 6):
+        resumed.log(step, {"reward/mean": 10.0 + step})
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("reward/mean")] == [
+        (0, 0.0), (1, 1.0), (2, 2.0), (3, 13.0), (4, 14.0), (5, 15.0)]
