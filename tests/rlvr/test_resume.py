@@ -310,22 +310,26 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+PPO = ["examples/tiny_arith_ppo.toml", "critic.epochs=1"]  # + the critic's weights and optimizer
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.vllm
-def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("example", [["examples/tiny_arith_grpo.toml"], PPO], ids=["grpo", "ppo"])
+def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tiny_model, tmp_path, capsys, example):
     """Issue 9's acceptance: 6 RL steps with save_every=3, against 3 steps then --resume to 6.
 
     The config exercises every piece of state: warm-up (scheduler), two minibatches (the shuffle seeded by
     the learner's step counter), a KL term (pi_ref), adaptive entropy control, the pass-rate curriculum
-    (tracker and draws) and LASER-D's length windows (reward shaper state).
+    (tracker and draws) and LASER-D's length windows (reward shaper state); PPO adds the critic.
     """
     from safetensors.torch import load_file
 
     from rlvr.cli import main
 
     args = [
-        "examples/tiny_arith_grpo.toml", f"model.path={tiny_model}", "sft.steps=30", "sft.batch_size=16",
+        *example, f"model.path={tiny_model}", "sft.steps=30", "sft.batch_size=16",
         "train.steps=6", "train.save_every=3", "train.keep_last=1", "eval.size=8", "data.batch_size=4",
         "algo.group_size=4", "data.train_size=200", "algo.minibatches=2", "learner.warmup_steps=4",
         "loss.kl_coef=0.01", "loss.entropy_schedule=adaptive", "loss.entropy_coef=0.001", "loss.entropy_target=5.0",
