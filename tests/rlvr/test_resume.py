@@ -331,7 +331,7 @@ def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tin
     args = [
         *example, f"model.path={tiny_model}", "sft.steps=30", "sft.batch_size=16",
         "train.steps=6", "train.save_every=3", "train.keep_last=1", "eval.size=8", "data.batch_size=4",
-        "algo.group_size=4", "data.train_size=200", "algo.minibatches=2", "learner.warmup_steps=4",
+        "algo.group_size=4", "data.train_size=200", "algo.minibatches=2", "learner.lr=3e-3", "learner.warmup_steps=4",
         "loss.kl_coef=0.01", "loss.entropy_schedule=adaptive", "loss.entropy_coef=0.001", "loss.entropy_target=5.0",
         "curriculum.mode=pass_rate", "train.loggers=[\"tensorboard\"]",
         'reward.terms=[{name="reasoning_gym"}, {name="laser_d", weight=0.1, kwargs={initial_target=4, min_lengths=2}}]',
