@@ -89,3 +89,12 @@ class LaserD:
             if update and passed(c):
                 self.lengths[bucket].append(rollout.num_tokens)
         return values
+
+    def state(self) -> dict[str, list[int]]:
+        """The length windows, for a resumable checkpoint (the scorer's `shaper_state`)."""
+        return {b: list(window) for b, window in self.lengths.items()}
+
+    def restore(self, state: dict[str, list[int]]) -> None:
+        for b, window in self.lengths.items():
+            window.clear()
+            window.extend(int(n) for n in state[b])

@@ -19,7 +19,9 @@ metadata); the worker's copy of the rollout carries no prompt ids or sampler log
 A group shaper (`@register("name", group=True)`) receives a whole group and the correctness channel
 (`correct_G`: the values of the correctness term, NaN where it failed) and returns one value per
 rollout. Group shapers run in the reward service's own process, after the per-rollout terms, and may
-keep state across steps (e.g. LASER-D's length windows), so they need not be frozen.
+keep state across steps (e.g. LASER-D's length windows), so they need not be frozen. A shaper with
+state has `state()` (JSON-friendly) and `restore(state)`, which a resumable checkpoint saves and loads
+(rlvr/resume.py, through the scorer's `shaper_state` / `set_shaper_state`).
 
 A group shaper that reads difficulty or keeps state sets `reads_pass_rate = True` and takes two more
 keywords (`PassRateGroupRewardFn`): `pass_rate`, the driver's tracked pass rate of the group's prompt

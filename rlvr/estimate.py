@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -44,6 +45,12 @@ class AdvantageStage(Protocol):
 
     def update(self, batch: TrainBatch) -> Pending: ...
 
+    def save_state(self, out_dir: Path) -> None:
+        """A resumable checkpoint's part of the stage (PPO's critic); nothing for stateless stages."""
+        ...
+
+    def load_state(self, in_dir: Path) -> None: ...
+
 
 def rewards_of(scored_PG: list[list[ScoredRollout]]) -> torch.Tensor:
     """[P, G] rewards, NaN where a reward failed (groups of a step all have G rollouts)."""
@@ -64,6 +71,18 @@ class Reference:
 
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         return wait(self.actor.logprobs.remote(batch), role="reference", call="logprobs", timeout_s=self.timeout_s)
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        weights = wait(self.actor.named_weights.remote(), role="reference", call="named_weights", timeout_s=self.timeout_s)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+
+    def load(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        wait(self.actor.load_weights.remote(load_file(str(path))), role="reference", call="load_weights",
+             timeout_s=self.timeout_s)
 
 
 class KLPenalty:
@@ -103,6 +122,12 @@ class OutcomeAdvantages:
     def update(self, batch: TrainBatch) -> Pending:
         return _none
 
+    def save_state(self, out_dir: Path) -> None:
+        pass
+
+    def load_state(self, in_dir: Path) -> None:
+        pass
+
 
 class CriticAdvantages:
     def __init__(self, critic, gamma: float, lam: float, norm: str, from_policy: bool, timeout_s: float,
@@ -136,6 +161,12 @@ class CriticAdvantages:
         ref = self.critic.train_step.remote(batch)
         return lambda: self._wait(ref, "train_step")
 
+    def save_state(self, out_dir: Path) -> None:
+        self._wait(self.critic.save_state.remote(str(out_dir)), "save_state")
+
+    def load_state(self, in_dir: Path) -> None:  # instead of prepare(): the trunk is the saved one
+        self._wait(self.critic.load_state.remote(str(in_dir)), "load_state")
+
     def _wait(self, ref, call: str):
         return wait(ref, role="critic", call=call, timeout_s=self.timeout_s)
 
@@ -156,6 +187,11 @@ class WithTeacher:
     def update(self, batch: TrainBatch) -> Pending:
         return self.inner.update(batch)
 
+    def save_state(self, out_dir: Path) -> None:  # the teacher is frozen: nothing of its own
+        self.inner.save_state(out_dir)
+
+    def load_state(self, in_dir: Path) -> None:
+        self.inner.load_state(in_dir)
 
 class WithReference:
     """Loads pi_ref (the policy as RL starts) before the inner stage prepares, and adds its log-probs of
@@ -177,3 +213,12 @@ class WithReference:
 
     def update(self, batch: TrainBatch) -> Pending:
         return self.inner.update(batch)
+
+    def save_state(self, out_dir: Path) -> None:  # pi_ref is frozen, but it is the policy as RL began
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        self.reference.save(Path(out_dir) / "reference.safetensors")
+        self.inner.save_state(out_dir)
+
+    def load_state(self, in_dir: Path) -> None:  # replaces prepare(): pi_ref is not the resumed policy
+        self.reference.load(Path(in_dir) / "reference.safetensors")
+        self.inner.load_state(in_dir)

@@ -16,10 +16,12 @@ the batch (`ref_logprobs_B_Lc`, from the reference actor of `rlvr/estimate.py`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
 import time
+from pathlib import Path
 
 import ray
 import torch
@@ -313,6 +315,61 @@ class Learner:
         return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device),
                 "node": ray.get_runtime_context().get_node_id(), "gpu_ids": ray.get_gpu_ids(),
                 "params": sum(p.numel() for p in self.model.parameters())}
+
+    # ---- resumable state ----
+    def save_state(self, out_dir: str) -> str:
+        """Everything this rank needs to continue RL exactly (rlvr/resume.py); every rank gets the same call.
+
+        Rank 0 writes the fp32 master weights as a plain HF folder (model/; under ZeRO-3 gathered, a
+        collective); each rank writes its optimizer and scheduler (rank_R/updater.pt; under DeepSpeed, its
+        own `save_checkpoint` format in deepspeed/, a collective call), its torch RNG, the step counter that
+        seeds the minibatch shuffle, and the entropy control's coefficient. pi_ref is the reference
+        actor's, saved by the advantage stage (rlvr/estimate.py `WithReference`).
+        """
+        if self.updater is None:
+            raise RuntimeError("save_state before RL started: there is no optimizer state to save yet")
+        out, rank = Path(out_dir), self.rank
+        mine = out / f"rank_{rank}"
+        mine.mkdir(parents=True, exist_ok=True)
+        sharded = getattr(self.updater, "zero_stage", 0) == 3
+        if rank == 0 or sharded:
+            weights = self.updater.full_weights(torch.float32)  # fp32: the master weights, bit for bit
+            if rank == 0:
+                self.model.save_pretrained(out / "model", state_dict=weights)
+                self.tokenizer.save_pretrained(out / "model")
+        if self.backend == "deepspeed":
+            self.updater.save_checkpoint(out / "deepspeed")
+        else:
+            torch.save(self.updater.state_dict(), mine / "updater.pt")
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        torch.save(rng, mine / "rng.pt")
+        (mine / "learner.json").write_text(json.dumps({"steps": self.steps, "entropy": self.entropy.state()}) + "\n")
+        return out_dir
+
+    def load_state(self, in_dir: str) -> int:
+        """Restore what `save_state` wrote (instead of `set_reference` when a run resumes): weights,
+        optimizer and scheduler, RNG, step counter, entropy control. Returns the step counter."""
+        from transformers import AutoModelForCausalLM
+
+        src, rank = Path(in_dir), self.rank
+        mine = src / f"rank_{rank}"
+        if self.updater is not None:
+            raise RuntimeError("load_state after RL started: resume into a fresh learner")
+        self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(src / "model", dtype=torch.float32).state_dict())
+        self.updater = make_engine(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
+        self.model = self.updater.module
+        if self.backend == "deepspeed":
+            self.updater.load_checkpoint(src / "deepspeed")
+        else:
+            self.updater.load_state_dict(torch.load(mine / "updater.pt", weights_only=True))
+        rng = torch.load(mine / "rng.pt", weights_only=True)
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        state = json.loads((mine / "learner.json").read_text())
+        self.steps = int(state["steps"])
+        self.entropy.restore(state["entropy"])
+        return self.steps
 
 
 _EMPTY = torch.empty(0, dtype=torch.long)  # a padding micro-batch: runs a forward and a zero backward

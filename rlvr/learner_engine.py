@@ -160,11 +160,11 @@ class DeepSpeedEngine:
                     out[name] = p.detach().to("cpu", dtype=dtype, copy=True)
         return out
 
-    def state_dict(self) -> dict:
-        return self.updater.state_dict()
+    def save_checkpoint(self, folder) -> None:
+        self.updater.save_checkpoint(folder)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.updater.load_state_dict(state)
+    def load_checkpoint(self, folder) -> None:
+        self.updater.load_checkpoint(folder)
 
 
 def make_engine(backend: str, model: torch.nn.Module, spec: OptimSpec, zero_stage: int = 2,

@@ -83,6 +83,14 @@ class LearnerGroup:
         self.before_sync()
         return self._all("save", [a.save.remote(out_dir) for a in self.actors])[0]
 
+    def save_state(self, out_dir: str) -> str:
+        """Every rank writes its part of a resumable checkpoint (rlvr/resume.py)."""
+        return self._all("save_state", [a.save_state.remote(out_dir) for a in self.actors])[0]
+
+    def load_state(self, in_dir: str) -> int:
+        """Every rank restores its part (instead of `start_rl` on a resumed run); returns the step counter."""
+        return self._all("load_state", [a.load_state.remote(in_dir) for a in self.actors])[0]
+
     def sft(self, method: str, *args, **kwargs):
         """Cold-start SFT runs on rank 0 alone (small models); `start_rl` then copies its weights to the rest."""
         return self._all(method, [getattr(self.rank0, method).remote(*args, **kwargs)])[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,11 @@ from rlvr.types import ScoredRollout
 
 class MetricsLogger:
     def __init__(self, out_dir: Path, total_steps: int, trackers: Sequence[Tracker] = (),
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, start_step: int = 0) -> None:
+        """`start_step`: the first step this run logs; earlier records of metrics.jsonl are kept, later ones
+        (logged after the checkpoint a resumed run starts from) dropped, so no step appears twice or is missing."""
         self.path = out_dir / "metrics.jsonl"
+        keep_steps_before(self.path, start_step)
         self.file = self.path.open("a")
         self.console = console or Console(stderr=True)
         self.trackers = list(trackers)  # TensorBoard, Ray metrics, W&B (rlvr/trackers.py)
@@ -66,6 +70,30 @@ class MetricsLogger:
         self.file.close()
         for tracker in self.trackers:
             tracker.close()
+
+
+def keep_steps_before(path: Path, start_step: int) -> int:
+    """Rewrite `path` (atomically) with only its records of steps < start_step; returns how many were dropped.
+
+    A run killed after logging step 4 whose newest checkpoint is step 3 resumes at 3: the records of
+    steps 3 and 4 go, as does a line torn by the kill.
+    """
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a partial last line
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] < start_step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return len(lines) - len(kept)
 
 
 def rollout_metrics(scored_PG: list[list[ScoredRollout]], step: int = 0) -> dict[str, float]:

@@ -77,6 +77,15 @@ class TorchUpdater:
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
+    # ---- resumable state (rlvr/resume.py) ----
+    def state_dict(self) -> dict:
+        """Optimizer moments and step counts, and the schedule's position: with the weights, an exact resume."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
 
 class DeepSpeedUpdater:
     """A DeepSpeed engine around the model, one process (this learner actor) as the whole world.
@@ -132,6 +141,20 @@ class DeepSpeedUpdater:
 
     def lr(self) -> float:
         return self.engine.get_lr()[0]
+
+    # ---- resumable state (rlvr/resume.py) ----
+    # DeepSpeed's own format: each rank writes its ZeRO partition of the optimizer state (a collective
+    # call, every rank must make it), so the folder is shared by the ranks, not one per rank.
+    _TAG = "state"
+
+    def save_checkpoint(self, folder: str | os.PathLike) -> None:
+        self.engine.save_checkpoint(str(folder), tag=self._TAG, save_latest=False)
+
+    def load_checkpoint(self, folder: str | os.PathLike) -> None:
+        path, _ = self.engine.load_checkpoint(str(folder), tag=self._TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint (tag {self._TAG!r}) in {folder}")
 
 
 Backend = Literal["torch", "deepspeed"]

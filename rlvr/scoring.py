@@ -138,6 +138,21 @@ class Scorer:
         """Block until the worker processes have started; scoring works without it (calls queue)."""
         return self._pool.wait_ready(timeout_s)
 
+    def shaper_state(self) -> dict[str, Any]:
+        """label -> state of every group shaper that keeps one (a `state()` method, e.g. LASER-D's length
+        windows), JSON-friendly, for a resumable checkpoint (rlvr/resume.py)."""
+        with self._group_lock:
+            return {t.label: t.fn.state() for t in self._group if callable(getattr(t.fn, "state", None))}
+
+    def set_shaper_state(self, state: Mapping[str, Any]) -> None:
+        """Restore `shaper_state()`'s result; a stateful shaper missing from it (or the reverse) is an error."""
+        with self._group_lock:
+            stateful = {t.label: t.fn for t in self._group if callable(getattr(t.fn, "state", None))}
+            if set(stateful) != set(state):
+                raise ValueError(f"reward shaper state for {sorted(state)}, but the stateful shapers are {sorted(stateful)}")
+            for label, fn in stateful.items():
+                fn.restore(state[label])
+
     def stats(self) -> dict[str, int]:
         """Pool counters: workers_started, workers_replaced, workers_recycled, timeouts, crashes."""
         return dict(self._pool.stats)
@@ -290,6 +305,12 @@ class RewardService:
 
     async def stats(self) -> dict[str, int]:
         return self._scorer.stats()
+
+    async def shaper_state(self) -> dict[str, Any]:
+        return self._scorer.shaper_state()
+
+    async def set_shaper_state(self, state: Mapping[str, Any]) -> None:
+        self._scorer.set_shaper_state(state)
 
     async def close(self) -> None:
         self._scorer.close()

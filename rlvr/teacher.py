@@ -58,6 +58,10 @@ class Teacher:
             self.model, sub, temperature=self.temperature, fused_head=self.fused_head,
             compute_dtype=self.compute_dtype, device=self.device)[0])
 
+    def named_weights(self) -> dict[str, torch.Tensor]:
+        """This model's HF-named parameters (tied weights once), on CPU: a checkpoint of pi_ref."""
+        return {name: p.detach().cpu() for name, p in self.model.named_parameters()}
+
     @torch.no_grad()
     def load_weights(self, weights: dict[str, torch.Tensor]) -> int:
         """Take these HF-named weights (the reference policy: the learner's after SFT); returns how many."""

@@ -38,10 +38,11 @@ def prometheus_name(key: str) -> str:
 
 
 class TensorBoard:
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, start_step: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+        # A resumed run: events of steps >= start_step (logged after its checkpoint) are purged, not doubled.
+        self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step or None)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         for key, value in metrics.items():
@@ -87,8 +88,9 @@ class WandB:
         self.run.finish()
 
 
-def build_trackers(names: Sequence[str], out_dir: Path, run_config: Mapping[str, Any]) -> list[Tracker]:
-    built: dict[str, Any] = {"tensorboard": lambda: TensorBoard(out_dir), "ray": RayMetrics,
+def build_trackers(names: Sequence[str], out_dir: Path, run_config: Mapping[str, Any], start_step: int = 0
+                   ) -> list[Tracker]:
+    built: dict[str, Any] = {"tensorboard": lambda: TensorBoard(out_dir, start_step), "ray": RayMetrics,
                              "wandb": lambda: WandB(out_dir, run_config)}
     return [built[name]() for name in names]
 

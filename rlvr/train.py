@@ -22,6 +22,7 @@ from rlvr.data import load_splits
 from rlvr.eval_sampled import SampledEval
 from rlvr.evaluate import evaluate, first_last_mean
 from rlvr.optim import OptimSpec
+from rlvr.resume import Checkpoints, Parts
 from rlvr.metrics import MetricsLogger, rollout_metrics
 from rlvr.remote import wait_all
 from rlvr.models import TinyShape, resolve_model
@@ -34,12 +35,22 @@ from rlvr.trackers import build_trackers
 SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
 
 
-def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -> dict:
-    """Run SFT (if configured), evaluation and RL; `console` receives our progress lines (default: stderr)."""
+def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *, resume: bool = False,
+          max_steps: int | None = None) -> dict:
+    """Run SFT (if configured), evaluation and RL; `console` receives our progress lines (default: stderr).
+
+    resume: continue from the newest complete checkpoint in output_dir (rlvr/resume.py), skipping SFT and
+    the evaluation before RL. max_steps: stop after that many RL steps of the train.steps-long run (the
+    schedules still span train.steps, so a stopped run resumes into exactly the full run).
+    """
     started = time.perf_counter()
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpoints(out, cfg.train, cfg.cluster.call_timeout_s)
+    resumed = ckpt.latest(to_dict(cfg)) if resume else None  # before Ray: no checkpoint or a changed config fails fast
+    start = resumed.step if resumed else 0
+    stop = cfg.train.steps if max_steps is None else min(max_steps, cfg.train.steps)
     write_json_atomic(out / "run_config.json", to_dict(cfg))  # config.json is the model's
     d = cfg.data
     splits = load_splits(
@@ -76,24 +87,32 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
         e = cfg.eval  # every-N evaluation: n samples per held-out prompt -> eval/pass@k, eval/avg@n, ...
         periodic_eval = SampledEval(workers, reward_service, splits.held_out,
                                     SamplingSpec(e.n, eval_tokens, e.temperature, seed=cfg.rollout.seed), correctness, e.k)
-        trackers = build_trackers(cfg.train.loggers, out, to_dict(cfg))
-        logger = MetricsLogger(out, total_steps=cfg.train.steps, trackers=trackers, console=console)
+        trackers = build_trackers(cfg.train.loggers, out, to_dict(cfg), start_step=start)
+        logger = MetricsLogger(out, total_steps=stop, trackers=trackers, console=console, start_step=start)
         failures = RewardFailures(logger.print)
         try:
-            if cfg.sft.steps:
-                with engines_asleep(workers, plan, cfg.cluster.call_timeout_s):
-                    summary |= cold_start(cfg, learner, splits.sft, logger)
-                weight_sync.push(version=0)
-            learner.start_rl()
-            stage.prepare(learner)
-            logger.print(f"evaluating {len(splits.held_out)} held-out prompts (greedy)")
-            before = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
-            logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
-
-            logger.stage("RL", cfg.train.steps)
             prompts = build_prompt_source(cfg.curriculum, splits.train, cfg.data.batch_size, cfg.train.seed, tracker)
-            rewards_per_step = []
-            for step in range(cfg.train.steps):
+            parts = Parts(learner, stage, reward_service, tracker, prompts)
+            if resumed:
+                logger.print(f"resuming at step {start} from {resumed.path}: SFT and the evaluation before RL are skipped")
+                records = resumed.restore(parts)
+                summary |= records["summary"]
+                before, rewards_per_step = records["before"], records["rewards_per_step"]
+                weight_sync.push(version=start)
+            else:
+                if cfg.sft.steps:
+                    with engines_asleep(workers, plan, cfg.cluster.call_timeout_s):
+                        summary |= cold_start(cfg, learner, splits.sft, logger)
+                    weight_sync.push(version=0)
+                learner.start_rl()
+                stage.prepare(learner)
+                logger.print(f"evaluating {len(splits.held_out)} held-out prompts (greedy)")
+                before = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
+                logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
+                rewards_per_step = []
+
+            logger.stage("RL", max(0, stop - start))
+            for step in range(start, stop):
                 step_start = time.perf_counter()
                 spec = SamplingSpec(cfg.algo.group_size, cfg.rollout.max_tokens, cfg.rollout.temperature,
                                     cfg.rollout.top_p, seed=cfg.rollout.seed * 100_003 + step)
@@ -108,9 +127,6 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                     metrics = learner.train_step(batch) | critic_metrics()
                 train_s = time.perf_counter() - train_start
                 sync_s = weight_sync.push(version=step + 1)
-                if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0:
-                    learner.save(str(out / "checkpoints" / f"step_{step + 1:06d}"))
-                    write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                     metrics |= periodic_eval.metrics()
                 step_s = time.perf_counter() - step_start
@@ -121,8 +137,11 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None) -
                 metrics["throughput/tokens_per_s"] = (metrics["tokens/prompt"] + metrics["tokens/completion"]) / step_s
                 logger.log(step, metrics)
                 rewards_per_step.append(metrics["reward/mean"])
+                if ckpt.due(step + 1):  # after the step's metrics line: a resumed run neither repeats nor skips one
+                    ckpt.save(step + 1, parts, {"summary": summary, "before": before, "rewards_per_step": rewards_per_step})
+                    write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
 
-            if cfg.train.steps:
+            if stop:
                 after = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
                 logger.print(f"held-out greedy accuracy after RL: {after['eval/accuracy']:.3f}")
             else:  # summary.json gets nulls, not NaN, for what was not run

@@ -20,8 +20,24 @@ def test_dry_run_validates_every_example_and_starts_nothing(path, capsys, tmp_pa
     out = tmp_path / "run"
     assert main(["train", str(path), "--output-dir", str(out), "--dry-run", "--max-steps", "3", "algo.epochs=2"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == to_dict(load_config(path, ["train.steps=3", "algo.epochs=2"]))
+    # --max-steps stops the run early; it is no config change (the schedules still span train.steps)
+    assert printed == to_dict(load_config(path, ["algo.epochs=2"]))
     assert not out.exists()
+
+
+def test_resume_without_a_checkpoint_or_with_a_changed_config_fails_before_anything_starts(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"rlvr: resume error: --resume: no complete checkpoint in {out / 'checkpoints'} " \
+                      "(train.save_every writes them)"
+    (out / "checkpoints" / "step_000003").mkdir(parents=True)
+    (out / "checkpoints" / "step_000003" / "COMPLETE").write_text("step_000003\n")
+    (out / "run_config.json").write_text(json.dumps(to_dict(load_config("examples/tiny_arith_grpo.toml"))))
+    assert main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out), "--resume", "learner.lr=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rlvr: resume error: --resume: the config differs from") and "learner.lr: 0.0001 -> 1.0" in err[-1]
+    assert not (out / "run.log").exists()  # nothing started
 
 
 def test_config_error_is_one_line_naming_key_and_file(capsys, tmp_path):
