@@ -68,11 +68,18 @@ def world_size() -> int:
 
 
 def all_reduce(values: dict[str, float], op: str = "sum") -> dict[str, float]:
-    """Element-wise sum (or max) of a dict of floats over the ranks; keys must agree (sorted here)."""
-    if world_size() == 1 or not values:
+    """Key-wise sum (or max) of a dict of floats over the ranks. Ranks may hold different keys (a rank
+    with no prompts has no loss statistics): the result has every rank's keys, a missing one counting as
+    0 in a sum and not at all in a max."""
+    if world_size() == 1:
         return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    every: list = [None] * world_size()
+    dist.all_gather_object(every, sorted(values))
+    keys = sorted(set().union(*every))
+    if not keys:
+        return {}
+    missing = 0.0 if op == "sum" else float("-inf")
+    t = torch.tensor([values.get(k, missing) for k in keys], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return dict(zip(keys, t.tolist()))
 

@@ -11,8 +11,8 @@ class PeakMemory:
     """`reset()` before a step, `metrics()` after it: memory/learner_peak_gb is the step's peak.
 
     On CPU, Linux keeps a process's peak resident set (VmHWM) and resets it when "5" is written to
-    /proc/self/clear_refs; where that is not allowed the peak is the process's lifetime peak (and
-    `memory/learner_peak_is_lifetime` says so)."""
+    /proc/self/clear_refs; where that is not allowed the peak is the process's lifetime peak (said once
+    on the console)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -25,15 +25,15 @@ class PeakMemory:
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
+            if not self.lifetime:
+                print("learner: /proc/self/clear_refs is not writable here: memory/learner_peak_gb is the "
+                      "process's lifetime peak, not each step's", flush=True)
             self.lifetime = True
 
     def metrics(self) -> dict[str, float]:
         if self.device.type == "cuda":
             return {"memory/learner_peak_gb": torch.cuda.max_memory_allocated() / 2**30}
-        out = {"memory/learner_peak_gb": _status_kb("VmHWM") / 2**20, "memory/learner_rss_gb": _status_kb("VmRSS") / 2**20}
-        if self.lifetime:
-            out["memory/learner_peak_is_lifetime"] = 1.0
-        return out
+        return {"memory/learner_peak_gb": _status_kb("VmHWM") / 2**20, "memory/learner_rss_gb": _status_kb("VmRSS") / 2**20}
 
 
 def _status_kb(key: str) -> float:

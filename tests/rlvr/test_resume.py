@@ -313,10 +313,12 @@ def _records(out: Path) -> list[dict]:
 PPO = ["examples/tiny_arith_ppo.toml", "critic.epochs=1"]  # + the critic's weights and optimizer
 
 
-@pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.vllm
-@pytest.mark.parametrize("example", [["examples/tiny_arith_grpo.toml"], PPO], ids=["grpo", "ppo"])
+@pytest.mark.parametrize("example", [
+    pytest.param(["examples/tiny_arith_grpo.toml", "learner.ranks=2"], id="grpo"),  # two learner ranks' states
+    pytest.param(PPO, id="ppo", marks=pytest.mark.slow),
+])
 def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tiny_model, tmp_path, capsys, example):
     """Issue 9's acceptance: 6 RL steps with save_every=3, against 3 steps then --resume to 6.
 
