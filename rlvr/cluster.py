@@ -175,6 +175,7 @@ def build_learner(cfg: Config, model_path: str, options: dict) -> ray.actor.Acto
         distill_coef=cfg.distill.coef if cfg.distill.teacher else 0.0,
         backend=cfg.learner.backend,
         zero_stage=cfg.learner.zero_stage,
+        lora=cfg.learner.lora,
         device="cuda" if on_gpu else "cpu",
         threads=0 if on_gpu else (os.cpu_count() or 1),
         seed=cfg.learner.seed,

@@ -20,13 +20,13 @@ import ray
 import torch
 
 from rlvr.batch import TrainBatch, pack, per_token
-from rlvr.checkpoint import save_hf_atomic
-from rlvr.config import LossConfig
+from rlvr.config import LoraConfig, LossConfig
 from rlvr.data import chat_prompt_ids
 from rlvr.entropy_control import EntropyControl
-from rlvr.forward import fused_head_matches, token_logprobs, without_dropout
+from rlvr.forward import token_logprobs
 from rlvr.losses import LossInputs, LossStats, compute_loss, kl_estimate
 from rlvr.optim import OptimSpec, TorchUpdater, make_updater
+from rlvr.policy_model import export_hf, load_policy, named_weights
 from rlvr.types import Sample
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -52,20 +52,21 @@ class Learner:
         distill_coef: float = 0.0,
         backend: str = "torch",
         zero_stage: int = 2,
+        lora: LoraConfig = LoraConfig(),
         device: str = "cpu",
         threads: int = 0,
         seed: int = 0,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if threads:
             torch.set_num_threads(threads)  # Ray pins actors to 1 thread unless told otherwise
         torch.manual_seed(seed)
         self.device = torch.device(device)
-        # fp32 master weights and optimizer state; bf16 runs compute the forward under autocast.
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
-        self.model = without_dropout(model)
+        # bf16 runs hold bf16 compute weights; the fp32 masters live in the updater (rlvr/optim.py).
         self.compute_dtype = DTYPES[dtype]
+        policy = load_policy(model_path, lora, self.device, self.compute_dtype)
+        self.model, self.fused_head = policy.model, policy.fused_head
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         # KL in the reward: the driver subtracts it before the advantages (reference_kl), not the loss.
         self.loss_config = dataclasses.replace(loss, kl_coef=0.0) if loss.kl_in == "reward" else loss
@@ -79,7 +80,6 @@ class Learner:
         self.updater = None  # built by set_reference(), when RL starts
         self.reference: torch.nn.Module | None = None
         self.steps, self.seed = 0, seed
-        self.fused_head = fused_head_matches(self.model, self.device)
         if not self.fused_head:
             print("learner: the LM head is not a plain linear map of the last hidden state (scaled, "
                   "soft-capped or biased); log-probs use the full logits instead of the fused head", flush=True)
@@ -233,10 +233,8 @@ class Learner:
 
     # ---- weights ----
     def named_weights(self) -> dict[str, torch.Tensor]:
-        """HF-named parameters (tied weights once) on CPU in the engines' dtype, for the object-store sync."""
-        return {
-            name: p.detach().to("cpu", dtype=self.compute_dtype, copy=True) for name, p in self.model.named_parameters()
-        }
+        """HF-named parameters (tied weights once, LoRA merged) on CPU in the engines' dtype, for the object-store sync."""
+        return named_weights(self.model, self.compute_dtype)
 
     def init_weight_sender(self, workers: list, tp_sizes: list[int]) -> None:
         """Open the NCCL group with the engines (GPU weight sync, rlvr/weight_sync.py)."""
@@ -248,11 +246,8 @@ class Learner:
         self._sender.send_weights()
 
     def save(self, out_dir: str) -> str:
-        """Hugging Face format in the run's dtype (the fp32 master weights are cast on the way out)."""
-        state = None
-        if self.compute_dtype != torch.float32:
-            state = {k: v.to(self.compute_dtype) for k, v in self.model.state_dict().items()}
-        save_hf_atomic(self.model, self.tokenizer, out_dir, state_dict=state)
+        """A plain Hugging Face folder in the run's dtype, LoRA adapters merged in."""
+        export_hf(self.model, self.tokenizer, out_dir, self.compute_dtype)
         return out_dir
 
     def ready(self) -> dict:
