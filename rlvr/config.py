@@ -310,6 +310,16 @@ class Config:
                               'use "batch" or "none"')
         if a.advantage == "none" and not self.distill.teacher:
             raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
+        lora = self.learner.lora
+        if lora.rank < 0:
+            raise ConfigError(f"learner.lora.rank must be >= 0 (0: full fine-tuning), got {lora.rank}")
+        if lora.rank and lora.alpha <= 0:
+            raise ConfigError(f"learner.lora.alpha must be > 0 (the update is scaled by alpha / rank), got {lora.alpha}")
+        if lora.rank and not lora.target_modules:
+            raise ConfigError("learner.lora.target_modules is empty: LoRA would train nothing")
+        if lora.dropout:
+            raise ConfigError(f"learner.lora.dropout = {lora.dropout}: must be 0, pi_old and pi must be one "
+                              "function of the weights for the ratio to mean anything")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
