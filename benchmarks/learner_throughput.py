@@ -14,6 +14,8 @@ completion token. FLOP/s counts 6 * N * tokens (Kaplan et al. 2020, eq. 2.1: for
 the weights of the linear layers (the LM head included, the input embedding, a lookup, not), leaving out
 attention scores (small at these lengths) and the fused head's recomputed logits in the backward. Under
 LoRA the frozen weights get no weight gradient, so 6N overstates its work.
+CPU seconds (all threads of this process) are printed beside wall seconds: on a shared machine they
+are the steadier measure, since time spent waiting for a core is not counted.
 `--profile` prints torch.profiler's top operators of one step per precision.
 """
 
@@ -54,15 +56,16 @@ def matmul_params(model: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def one_step(policy, updater: TorchUpdater, batch, compute_dtype: torch.dtype) -> float:
-    start = time.perf_counter()
+def one_step(policy, updater: TorchUpdater, batch, compute_dtype: torch.dtype) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of one step."""
+    start, cpu = time.perf_counter(), time.process_time()
     logprobs, _ = token_logprobs(policy.model, batch, temperature=1.0, fused_head=policy.fused_head,
                                  compute_dtype=compute_dtype, device=torch.device("cpu"))
     mask = batch.completion_mask_B_Lc
     loss = -(batch.advantages_B_Lc * logprobs * mask).sum() / mask.sum()
     updater.backward(loss)
     updater.step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(model_path: str, precision: str, batch, steps: int, lora: LoraConfig, profile: bool) -> dict:
@@ -81,10 +84,11 @@ def measure(model_path: str, precision: str, batch, steps: int, lora: LoraConfig
         print(f"--- {precision}: top operators by self CPU time")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     tokens = int((batch.prompts_P_Lp >= 0).sum() + batch.completion_mask_B_Lc.sum())
-    median = statistics.median(times)
+    median = statistics.median(wall for wall, _ in times)
+    cpu = statistics.median(cpu for _, cpu in times)
     flops = 6 * matmul_params(policy.model) * tokens
-    return {"precision": precision, "step_s": median, "tokens": tokens, "tokens_per_s": tokens / median,
-            "gflops_per_s": flops / median / 1e9, "fused_head": policy.fused_head}
+    return {"precision": precision, "step_s": median, "cpu_s": cpu, "tokens": tokens, "tokens_per_s": tokens / median,
+            "tokens_per_cpu_s": tokens / cpu, "gflops_per_s": flops / median / 1e9, "fused_head": policy.fused_head}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -115,13 +119,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         r = measure(path, precision, batch, args.steps, lora, args.profile)
         results.append(r)
         print(f"{precision:>9}: {r['step_s']:.3f} s/step (median of {args.steps}), {r['tokens']} tokens, "
-              f"{r['tokens_per_s']:.0f} tokens/s, {r['gflops_per_s']:.0f} GFLOP/s (6 N T)"
+              f"{r['tokens_per_s']:.0f} tokens/s, {r['gflops_per_s']:.0f} GFLOP/s (6 N T), "
+              f"{r['cpu_s']:.3f} CPU s/step ({r['tokens_per_cpu_s']:.0f} tokens per CPU s)"
               + ("" if r["fused_head"] else ", logits path"), flush=True)
     base = next((r for r in results if r["precision"] == "float32"), None)
     if base:
         for r in results:
             if r is not base:
-                print(f"{r['precision']} / float32 tokens/s: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x")
+                print(f"{r['precision']} / float32 tokens/s: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x, "
+                      f"per CPU s: {r['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x")
     return results
 
 
