@@ -2,6 +2,7 @@
 bf16 compute weights with fp32 masters."""
 
 import copy
+import math
 import sys
 from pathlib import Path
 
@@ -168,9 +169,10 @@ def test_bf16_update_follows_the_fp32_update(tiny_model):
 
 def test_learner_with_lora_syncs_and_saves_merged_weights(tiny_model, tmp_path):
     learner = Learner.__ray_actor_class__(tiny_model, optim=OptimSpec(lr=1e-2), loss=LossConfig(), threads=2,
-                                          lora=LORA)
+                                          lora=LORA, track_ref_kl=True)
     data = batch()
     learner.train_step(data)
+    assert learner.train_step(data)["kl"] > 0  # the reference is a frozen copy of the LoRA model
     weights = learner.named_weights()
     plain = dict(AutoModelForCausalLM.from_pretrained(tiny_model).named_parameters())
     assert set(weights) == set(plain)
@@ -179,6 +181,21 @@ def test_learner_with_lora_syncs_and_saves_merged_weights(tiny_model, tmp_path):
     learner.save(str(tmp_path / "final"))
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     assert all(torch.equal(p, weights[n]) for n, p in saved.named_parameters())
+
+
+def test_bf16_learner_trains_syncs_and_saves_bf16_weights(tiny_model, tmp_path):
+    learner = Learner.__ray_actor_class__(tiny_model, optim=OptimSpec(lr=1e-2), loss=LossConfig(), threads=2,
+                                          dtype="bfloat16", track_ref_kl=True)
+    data = batch()
+    before = learner.named_weights()
+    metrics = learner.train_step(data)
+    assert math.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0 and metrics["kl"] == 0.0  # pi == pi_ref, both bf16
+    weights = learner.named_weights()
+    assert all(w.dtype == torch.bfloat16 for w in weights.values())
+    assert any(not torch.equal(weights[n], before[n]) for n in weights)
+    learner.save(str(tmp_path / "final"))
+    saved = load_file(tmp_path / "final" / "model.safetensors")
+    assert all(saved[n].dtype == torch.bfloat16 and torch.equal(saved[n], weights[n]) for n in weights)
 
 
 @pytest.mark.slow
