@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     base = next((r for r in results if r["precision"] == "float32"), None)
     if base:
         for r in results:
-            if r is not base:
+            if r["precision"] != "float32":
                 print(f"{r['precision']} / float32 tokens/s: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x, "
                       f"per CPU s: {r['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x")
     return results
