@@ -17,6 +17,12 @@ LoRA the frozen weights get no weight gradient, so 6N overstates its work.
 CPU seconds (all threads of this process) are printed beside wall seconds: on a shared machine they
 are the steadier measure, since time spent waiting for a core is not counted.
 `--profile` prints torch.profiler's top operators of one step per precision.
+
+Measured (2 cores of an AMD EPYC with AVX512-bf16, load average ~2, the command above with -P 1 --steps 3):
+float32 3.81 s/step, 151 tokens/s, 122 GFLOP/s; bfloat16 2.44 s, 236 tokens/s, 191 GFLOP/s (1.56x; 1.48-1.62x
+over four runs); autocast 2.72 s (1.40x). In bf16, matmuls take ~54% of the step (2.2x faster than fp32's),
+the CPU flash attention ~12% (slower in bf16 than in fp32) and dtype copies ~9% (RMSNorm's fp32 upcasts,
+master-gradient casts): those two are what keeps the step from the matmuls' 2.2x.
 """
 
 from __future__ import annotations
