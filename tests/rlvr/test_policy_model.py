@@ -202,12 +202,14 @@ def test_bf16_learner_trains_syncs_and_saves_bf16_weights(tiny_model, tmp_path):
 @pytest.mark.ray
 @pytest.mark.vllm
 def test_lora_grpo_raises_the_sampled_reward(ray_cluster, tmp_path):
-    """The LoRA preset (adapters on the SFT'd tiny teacher) for 22 RL steps of 16 prompts x 8 samples."""
+    """The LoRA preset (adapters on the SFT'd tiny teacher) for 22 RL steps of 32 prompts x 8 samples.
+
+    Measured (2 cores): first 10 steps 0.646, last 10 0.753 (a 40-step run of the same: last 10 0.729)."""
     import json
 
     from rlvr.train import train
 
-    cfg = load_config("examples/tiny_arith_lora.toml", ["train.steps=22", "data.batch_size=16", "eval.size=16"])
+    cfg = load_config("examples/tiny_arith_lora.toml", ["train.steps=22", "data.batch_size=32", "eval.size=16", "cluster.dashboard=false"])
     train(cfg, tmp_path)
     rewards = [json.loads(line)["reward/mean"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
