@@ -122,6 +122,7 @@ def build_learner(cfg: Config, model_path: str, options: list[dict]) -> LearnerG
             distill_coef=cfg.distill.coef if cfg.distill.teacher else 0.0,
             backend=l.backend,
             zero_stage=l.zero_stage,
+            lora=l.lora,
             device="cuda" if on_gpu else "cpu",
             threads=0 if on_gpu else _threads(l.ranks),
             seed=l.seed,

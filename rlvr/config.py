@@ -332,6 +332,19 @@ class Config:
                               f">= 1, learner.max_tokens_per_micro_batch ({l.max_tokens_per_micro_batch}) >= 0")
         if a.advantage == "none" and not self.distill.teacher:
             raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
+        lora = self.learner.lora
+        if lora.rank < 0:
+            raise ConfigError(f"learner.lora.rank must be >= 0 (0: full fine-tuning), got {lora.rank}")
+        if lora.rank and lora.alpha <= 0:
+            raise ConfigError(f"learner.lora.alpha must be > 0 (the update is scaled by alpha / rank), got {lora.alpha}")
+        if lora.rank and not lora.target_modules:
+            raise ConfigError("learner.lora.target_modules is empty: LoRA would train nothing")
+        if lora.rank and l.backend == "deepspeed" and l.zero_stage == 3:
+            raise ConfigError("learner.lora with learner.zero_stage = 3: ZeRO-3's gathered weights carry PEFT's names "
+                              "and unmerged adapters; use zero_stage <= 2 (LoRA's optimizer state is small anyway)")
+        if lora.dropout:
+            raise ConfigError(f"learner.lora.dropout = {lora.dropout}: must be 0, pi_old and pi must be one "
+                              "function of the weights for the ratio to mean anything")
         if self.cluster.placement == "colocated":
             _check_colocated(self.learner, self.rollout)
 

@@ -18,6 +18,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from rlvr.batch import PAD, TrainBatch
 from rlvr.kernels import linear_logprobs, logits_logprobs
+from rlvr.policy_model import trunk_and_head
 
 
 
@@ -62,8 +63,8 @@ def token_logprobs(model: torch.nn.Module, batch: TrainBatch, *, temperature: fl
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     with autocast:
         if fused_head:
-            states = completion_states(model.base_model, batch, device, hidden=True, replayable=checkpointed)
-            head = model.get_output_embeddings()
+            trunk, head = trunk_and_head(model)  # a LoRA model's `base_model` is PEFT's wrapper
+            states = completion_states(trunk, batch, device, hidden=True, replayable=checkpointed)
             hidden_N = states[mask]
             logprobs_N, entropy_N = linear_logprobs(hidden_N, head.weight.to(hidden_N.dtype), targets, temperature)
         else:

@@ -27,16 +27,16 @@ import ray
 import torch
 
 from rlvr.batch import TrainBatch, pack, per_token
-from rlvr.checkpoint import save_hf_atomic
-from rlvr.config import LossConfig
+from rlvr.config import LoraConfig, LossConfig
 from rlvr.data import chat_prompt_ids
 from rlvr.entropy_control import EntropyControl
-from rlvr.forward import checkpoint_layers, fused_head_matches, token_logprobs, without_dropout
+from rlvr.forward import checkpoint_layers, token_logprobs
 from rlvr.learner_engine import all_reduce, join_group, make_engine, world_size
 from rlvr.losses import LossInputs, LossStats, compute_loss
 from rlvr.memory import PeakMemory
 from rlvr.micro_batches import micro_batches
 from rlvr.optim import OptimSpec, TorchUpdater
+from rlvr.policy_model import export_hf, is_lora, load_policy, named_weights
 from rlvr.types import Sample
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -63,20 +63,21 @@ class Learner:
         distill_coef: float = 0.0,
         backend: str = "torch",
         zero_stage: int = 2,
+        lora: LoraConfig = LoraConfig(),
         device: str = "cpu",
         threads: int = 0,
         seed: int = 0,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if threads:
             torch.set_num_threads(threads)  # Ray pins actors to 1 thread unless told otherwise
         torch.manual_seed(seed)
         self.device = torch.device(device)
-        # fp32 master weights and optimizer state; bf16 runs compute the forward under autocast.
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
-        self.model = without_dropout(model)
+        # bf16 runs hold bf16 compute weights; the fp32 masters live in the updater (rlvr/optim.py).
         self.compute_dtype = DTYPES[dtype]
+        policy = load_policy(model_path, lora, self.device, self.compute_dtype)
+        self.model, self.fused_head = policy.model, policy.fused_head
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         # KL in the reward: the driver subtracts it before the advantages (estimate.KLPenalty), not the loss.
         self.loss_config = dataclasses.replace(loss, kl_coef=0.0) if loss.kl_in == "reward" else loss
@@ -90,7 +91,6 @@ class Learner:
         self.updater = None  # the learner engine, built by set_reference() when RL starts
         self.steps, self.seed, self.rank = 0, seed, 0
         self.peak = PeakMemory(self.device)
-        self.fused_head = fused_head_matches(self.model, self.device)
         if not self.fused_head:
             print("learner: the LM head is not a plain linear map of the last hidden state (scaled, "
                   "soft-capped or biased); log-probs use the full logits instead of the fused head", flush=True)
@@ -265,15 +265,19 @@ class Learner:
 
     def _weights(self) -> list[tuple[str, torch.Tensor]]:
         """The full weights this learner hands out (HF names): rank 0's ZeRO-3 gather when one was made for
-        this sync (`gather_weights`), else the model's own parameters. Every transport reads them here."""
+        this sync (`gather_weights`), LoRA's merged weights, else the model's own parameters. Every transport
+        reads them here."""
         gathered = getattr(self, "_gathered", None)
-        return list(gathered.items()) if gathered is not None else list(self.model.named_parameters())
+        if gathered is not None:
+            return list(gathered.items())
+        if is_lora(self.model):  # W0 + scale * B A under the base model's names (rlvr/policy_model.py)
+            return list(named_weights(self.model, self.compute_dtype, device=str(self.device)).items())
+        return list(self.model.named_parameters())
 
     def named_weights(self) -> dict[str, torch.Tensor]:
-        """HF-named parameters (tied weights once) on CPU in the engines' dtype, for the object-store sync."""
-        from rlvr.weight_sync import named_weights
-
-        return named_weights(self._weights(), self.compute_dtype)
+        """HF-named parameters (tied weights once, LoRA merged) on CPU in the engines' dtype, for the
+        object-store sync."""
+        return {name: p.detach().to("cpu", dtype=self.compute_dtype, copy=True) for name, p in self._weights()}
 
     def write_shared_weights(self):
         """Write the weights into this learner's shared-memory file; returns its `Manifest`."""
@@ -300,15 +304,16 @@ class Learner:
         self._sender.send_weights()
 
     def save(self, out_dir: str) -> str:
-        """Hugging Face format in the run's dtype (the fp32 master weights are cast on the way out); rank 0
-        writes (after `gather_weights` under ZeRO-3)."""
+        """A plain Hugging Face folder in the run's dtype, LoRA adapters merged in; rank 0 writes (under
+        ZeRO-3 from the weights the ranks gathered, `gather_weights`)."""
         if self.rank != 0:
             return out_dir
         state = getattr(self, "_gathered", None)
         self._gathered = None
-        if state is None and self.compute_dtype != torch.float32:
-            state = {k: v.to(self.compute_dtype) for k, v in self.model.state_dict().items()}
-        save_hf_atomic(self.model, self.tokenizer, out_dir, state_dict=state)
+        if state is not None:
+            save_hf_atomic(self.model, self.tokenizer, out_dir, state_dict=state)
+            return out_dir
+        export_hf(self.model, self.tokenizer, out_dir, self.compute_dtype)
         return out_dir
 
     def ready(self) -> dict:

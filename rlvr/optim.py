@@ -48,43 +48,72 @@ def schedule(spec: OptimSpec):
     return factor
 
 
-def _adamw(model: torch.nn.Module, spec: OptimSpec) -> torch.optim.AdamW:
+def _adamw(params: list[torch.nn.Parameter], spec: OptimSpec) -> torch.optim.AdamW:
     # fused: one kernel for all parameters instead of a Python loop over them (matters for small models)
-    return torch.optim.AdamW(
-        model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, fused=True
-    )
+    return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, fused=True)
+
+
+def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters an optimizer owns: all of them, or only the adapters of a LoRA model."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 class TorchUpdater:
+    """AdamW on the model's trainable parameters, with fp32 master weights for low-precision ones.
+
+    Mixed precision as in Micikevicius et al. 2018 (section 3.1), without loss scaling (bf16 has fp32's
+    exponent range): a bf16 parameter is the compute copy the forward and backward use; its fp32
+    master copy is what AdamW updates, then rounds back into the compute copy. Each micro-batch's bf16
+    gradient is added into an fp32 gradient at once, so accumulation over micro-batches is in fp32.
+    fp32 parameters are their own masters (nothing is copied).
+    """
+
     def __init__(self, model: torch.nn.Module, spec: OptimSpec) -> None:
         self.model, self.spec = model, spec
-        self.optimizer = _adamw(model, spec)
+        self.params = trainable(model)
+        self.masters = [p if p.dtype == torch.float32 else p.detach().float().requires_grad_() for p in self.params]
+        self.low = [(p, m) for p, m in zip(self.params, self.masters) if m is not p]
+        self.optimizer = _adamw(self.masters, spec)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(spec))
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
+        for p, master in self.low:
+            if p.grad is not None:
+                if master.grad is None:
+                    master.grad = p.grad.float()
+                else:
+                    master.grad += p.grad
+                p.grad = None
 
     def step(self) -> float:
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.masters, self.spec.grad_clip)
         if not torch.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise FloatingPointError(f"non-finite gradient norm {norm.item()}")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, master in self.low:
+                p.copy_(master)
         return norm.item()
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
-    # ---- resumable state (rlvr/resume.py) ----
     def state_dict(self) -> dict:
-        """Optimizer moments and step counts, and the schedule's position: with the weights, an exact resume."""
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        """Optimizer, schedule and the fp32 masters (a bf16 model alone would lose their low bits)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "masters": [m.detach().clone() for _, m in self.low]}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        with torch.no_grad():
+            for (p, master), saved in zip(self.low, state["masters"], strict=True):
+                master.copy_(saved)
+                p.copy_(saved)
 
 
 class DeepSpeedUpdater:
@@ -113,7 +142,7 @@ class DeepSpeedUpdater:
             "bf16": {"enabled": compute_dtype == torch.bfloat16},
             "steps_per_print": 10**9,
         }
-        optimizer = _adamw(model, spec)
+        optimizer = _adamw(trainable(model), spec)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec))
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config

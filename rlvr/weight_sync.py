@@ -156,11 +156,6 @@ class EngineGroupClient:
 
 
 # ---- learner side: functions of the model, called inside the learner process (rank 0 of its group) ----
-def named_weights(weights: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """HF-named full weights (tied weights once) on CPU in the engines' dtype, for the object store."""
-    return {name: p.detach().to("cpu", dtype=dtype, copy=True) for name, p in weights}
-
-
 def engine_dtype_source(weights: Callable[[], Iterable[tuple[str, torch.Tensor]]], dtype: torch.dtype):
     """A vLLM `WeightSource` of the weights the learner hands out (`weights()`: HF names and full tensors)
     cast to the engines' dtype (bf16 buckets on the wire for a bf16 run: half of fp32's bytes, and what the

@@ -121,4 +121,6 @@ def test_method_presets_change_only_what_their_method_needs():
     allowed = {"algo", "loss", "critic", "distill", "train", "learner", "data"}
     for preset in sorted(Path("examples").glob("tiny_arith_*.toml")):
         changed = {k for k, v in to_dict(load_config(preset)).items() if v != base[k]}
-        assert changed <= allowed, (preset, changed)
+        # LoRA RL adapts a model that already solves part of the task (Tina): an SFT'd base, no cold start
+        extra = {"model", "sft"} if preset.name == "tiny_arith_lora.toml" else set()
+        assert changed <= allowed | extra, (preset, changed)
