@@ -18,6 +18,7 @@ import ray
 
 from rlvr.correctness import Correctness
 from rlvr.data import PromptSource
+from rlvr.remote import CallTimeout, wait_all
 from rlvr.rollout import SamplingSpec
 from rlvr.types import Sample, ScoredRollout
 
@@ -53,29 +54,38 @@ def generate_and_score(
     *,
     pass_rates: Mapping[str, float] | None = None,
     update_state: bool = True,
+    timeout_s: float = 1800.0,
 ):
     """Sample G completions per prompt on every engine; each group goes to scoring the moment it is done
     (with the other groups its engine step finished), while generation continues.
 
     `pass_rates` (the driver's tracker, rlvr/curriculum.py) travels with the scoring calls for the
     shapers that read difficulty; `update_state=False` (held-out evaluation) leaves every shaper's
-    state as it was. Returns the scored groups in the order of `samples_P`, and the stage times.
+    state as it was. Returns the scored groups in the order of `samples_P`, and the stage times. The
+    draw (generation and scoring) has `timeout_s` (cluster.call_timeout_s): past it, an error naming the
+    engines that had not finished, or the scoring calls still out.
     """
     rates = ray.put({s.id: pass_rates[s.id] for s in samples_P if s.id in pass_rates} if pass_rates else {})
     start = time.perf_counter()
     shards = [samples_P[i :: len(workers)] for i in range(len(workers))]
     streams = [w.generate.options(num_returns="streaming").remote(s, spec) for w, s in zip(workers, shards) if s]
+    engine_of = {id(stream): i for i, stream in enumerate(streams)}  # shards are non-empty for the first engines
+    deadline = start + timeout_s
     pending = []
     while streams:
-        (ready,), _ = ray.wait(streams, num_returns=1)
+        ready, _ = ray.wait(streams, num_returns=1, timeout=max(0.0, deadline - time.perf_counter()))
+        if not ready:
+            late = ", ".join(f"rollout engine {engine_of[id(s)]}" for s in streams)
+            raise CallTimeout(f"{late}: generate did not finish within {timeout_s:.0f} s (cluster.call_timeout_s)")
         try:
-            groups_ref = next(ready)
+            groups_ref = next(ready[0])
         except StopIteration:
-            streams.remove(ready)
+            streams.remove(ready[0])
             continue
         pending.append(reward_service.score_groups.remote(groups_ref, rates, update_state))
     generated = time.perf_counter()
-    scored = [group for groups in ray.get(pending) for group in groups]
+    scored = [group for groups in wait_all(pending, roles=["reward service"] * len(pending), call="score_groups",
+                                           timeout_s=max(1.0, deadline - generated)) for group in groups]
     done = time.perf_counter()
     position = {s.id: i for i, s in enumerate(samples_P)}
     scored.sort(key=lambda group: position[group[0].rollout.sample.id])

@@ -79,7 +79,8 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                  call="ready (engine start)", timeout_s=cfg.cluster.call_timeout_s)
         learner.connect()
         weight_sync = build_weight_sync(cfg, learner, workers)
-        draw = functools.partial(generate_and_score, workers, reward_service, pass_rates=tracker.rates)
+        draw = functools.partial(generate_and_score, workers, reward_service, pass_rates=tracker.rates,
+                                 timeout_s=cfg.cluster.call_timeout_s)
         sampler = (
             DynamicSampling(draw, correctness, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
             if cfg.algo.dynamic_sampling else OnePass(draw, correctness)

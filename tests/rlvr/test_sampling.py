@@ -2,6 +2,8 @@
 
 import itertools
 
+import pytest
+
 from rlvr.correctness import Correctness
 from rlvr.data import PromptStream
 from rlvr.rollout import SamplingSpec
@@ -66,3 +68,32 @@ def test_all_correct_groups_that_differ_only_by_length_are_filtered():
         PromptStream(SAMPLES, 4, seed=1), SPEC)
     assert step.rounds == 3  # kept drawing: no group was informative
     assert step.informative_groups == 0 and step.topped_up_groups == 4
+
+
+@pytest.mark.ray
+def test_a_stuck_engine_is_an_error_naming_it(ray_cluster):
+    """Generation has a deadline: an engine that never finishes its stream is named, not waited on forever."""
+    import ray
+
+    from rlvr.remote import CallTimeout
+    from rlvr.sampling import generate_and_score
+
+    @ray.remote(num_cpus=0)
+    class StuckEngine:
+        def generate(self, samples, spec):
+            import time
+
+            time.sleep(60)
+            yield []
+
+    @ray.remote(num_cpus=0)
+    class DoneEngine:
+        def generate(self, samples, spec):
+            yield from ()
+
+    workers = [DoneEngine.remote(), StuckEngine.remote()]
+    samples = [Sample(id=str(i), prompt=str(i), answer="0") for i in range(2)]
+    with pytest.raises(CallTimeout, match=r"rollout engine 1: generate did not finish within 2 s"):
+        generate_and_score(workers, None, samples, SamplingSpec(n=2, max_tokens=4), timeout_s=2)
+    for w in workers:
+        ray.kill(w)
