@@ -47,6 +47,9 @@ class Teacher:
         self.fused_head = fused_head_matches(self.model, self.device)
         self.temperature, self.micro_batch_size, self.max_tokens = temperature, micro_batch_size, max_tokens_per_micro_batch
         self.compute_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        # A bf16 run's pi_ref holds bf16 weights, as the learner does: pi and pi_ref are then one function
+        # of the same weights when RL starts (KL exactly 0), not bf16 against fp32.
+        self.model.to(self.compute_dtype)
         self.vocab_size = self.model.config.get_text_config().vocab_size
 
     @torch.no_grad()
@@ -65,7 +68,7 @@ class Teacher:
     @torch.no_grad()
     def load_weights(self, weights: dict[str, torch.Tensor]) -> int:
         """Take these HF-named weights (the reference policy: the learner's after SFT); returns how many."""
-        missing, unexpected = self.model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)  # cast to this model's dtype
         missing = [k for k in missing if k not in _tied(self.model)]
         if missing or unexpected:
             raise ValueError(f"load_weights: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -2,6 +2,7 @@
 bf16 compute weights with fp32 masters."""
 
 import copy
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -167,12 +168,22 @@ def test_bf16_update_follows_the_fp32_update(tiny_model):
     assert agree > 0.95
 
 
+def _with_reference(data, learner, dtype, model_path):
+    """The batch with pi_ref's log-probs from the reference actor's class (rlvr/teacher.py), in this
+    process, loaded with the learner's weights as RL starts (what `estimate.Reference.prepare` does)."""
+    from rlvr.teacher import Teacher
+
+    reference = Teacher.__ray_actor_class__(model_path, dtype=dtype, threads=2)
+    reference.load_weights(learner.named_weights())
+    return dataclasses.replace(data, ref_logprobs_B_Lc=reference.logprobs(data))
+
+
 def test_learner_with_lora_syncs_and_saves_merged_weights(tiny_model, tmp_path):
     learner = Learner.__ray_actor_class__(tiny_model, optim=OptimSpec(lr=1e-2), loss=LossConfig(), threads=2,
-                                          lora=LORA, track_ref_kl=True)
-    data = batch()
+                                          lora=LORA)
+    data = _with_reference(batch(), learner, "float32", tiny_model)  # pi_ref: the merged weights before RL
     learner.train_step(data)
-    assert learner.train_step(data)["kl"] > 0  # the reference is a frozen copy of the LoRA model
+    assert learner.train_step(data)["kl"] > 0
     weights = learner.named_weights()
     plain = dict(AutoModelForCausalLM.from_pretrained(tiny_model).named_parameters())
     assert set(weights) == set(plain)
@@ -185,8 +196,8 @@ def test_learner_with_lora_syncs_and_saves_merged_weights(tiny_model, tmp_path):
 
 def test_bf16_learner_trains_syncs_and_saves_bf16_weights(tiny_model, tmp_path):
     learner = Learner.__ray_actor_class__(tiny_model, optim=OptimSpec(lr=1e-2), loss=LossConfig(), threads=2,
-                                          dtype="bfloat16", track_ref_kl=True)
-    data = batch()
+                                          dtype="bfloat16")
+    data = _with_reference(batch(), learner, "bfloat16", tiny_model)
     before = learner.named_weights()
     metrics = learner.train_step(data)
     assert math.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0 and metrics["kl"] == 0.0  # pi == pi_ref, both bf16
