@@ -124,3 +124,14 @@ def test_method_presets_change_only_what_their_method_needs():
         # LoRA RL adapts a model that already solves part of the task (Tina): an SFT'd base, no cold start
         extra = {"model", "sft"} if preset.name == "tiny_arith_lora.toml" else set()
         assert changed <= allowed | extra, (preset, changed)
+
+
+def test_cross_key_checks_run_once_all_overrides_are_in():
+    """Defect: each override built (and checked) a whole config, so a rule spanning keys failed or passed
+    depending on the order on the command line."""
+    keys = ["cluster.placement=colocated", "learner.gpus=1", "rollout.gpus_per_engine=1"]
+    assert load_config(None, keys) == load_config(None, keys[::-1])
+    with pytest.raises(ConfigError, match="must both be on GPUs"):
+        load_config(None, keys[:2])  # the rule itself still holds, whatever the order
+    with pytest.raises(ConfigError, match="learner.gpus = 'x' is not a valid int"):
+        load_config(None, ["learner.gpus=x", "learner.ranks=2"])  # a bad value is named as it comes
