@@ -18,7 +18,6 @@ import statistics
 import time
 
 import ray
-import torch
 
 
 def median_s(fn, repeats: int) -> float:

@@ -27,6 +27,7 @@ import ray
 import torch
 
 from rlvr.batch import TrainBatch, pack, per_token
+from rlvr.checkpoint import save_hf_atomic
 from rlvr.config import LoraConfig, LossConfig
 from rlvr.data import chat_prompt_ids
 from rlvr.entropy_control import EntropyControl
@@ -36,7 +37,8 @@ from rlvr.losses import LossInputs, LossStats, compute_loss
 from rlvr.memory import PeakMemory
 from rlvr.micro_batches import micro_batches
 from rlvr.optim import OptimSpec, TorchUpdater
-from rlvr.policy_model import export_hf, is_lora, load_policy, named_weights
+from rlvr.policy_model import export_hf, is_lora, load_adapter, load_policy, named_weights, save_adapter
+from rlvr.remote import free_port
 from rlvr.types import Sample
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -98,7 +100,7 @@ class Learner:
     # ---- the group ----
     def group_address(self) -> tuple[str, int]:
         """Where the group's rendezvous listens: this rank's node and a free port (called on rank 0)."""
-        return ray.util.get_node_ip_address(), _free_port()
+        return ray.util.get_node_ip_address(), free_port()
 
     def join_group(self, rank: int, world: int, address: str, port: int, timeout_s: float) -> None:
         """Join the learner group's process group (gloo on CPU, NCCL on GPU); every rank calls it at once."""
@@ -326,9 +328,10 @@ class Learner:
         """Everything this rank needs to continue RL exactly (rlvr/resume.py); every rank gets the same call.
 
         Rank 0 writes the fp32 master weights as a plain HF folder (model/; under ZeRO-3 gathered, a
-        collective); each rank writes its optimizer and scheduler (rank_R/updater.pt; under DeepSpeed, its
-        own `save_checkpoint` format in deepspeed/, a collective call), its torch RNG, the step counter that
-        seeds the minibatch shuffle, and the entropy control's coefficient. pi_ref is the reference
+        collective; a LoRA run's merged, with the adapter itself in adapter/); each rank writes its
+        optimizer and scheduler (rank_R/updater.pt; under DeepSpeed, its own `save_checkpoint` format in
+        deepspeed/, a collective call), its torch RNG, the step counter that seeds the minibatch shuffle,
+        and the entropy control's coefficient. pi_ref is the reference
         actor's, saved by the advantage stage (rlvr/estimate.py `WithReference`).
         """
         if self.updater is None:
@@ -337,7 +340,11 @@ class Learner:
         mine = out / f"rank_{rank}"
         mine.mkdir(parents=True, exist_ok=True)
         sharded = getattr(self.updater, "zero_stage", 0) == 3
-        if rank == 0 or sharded:
+        if is_lora(self.model):  # (LoRA never runs under ZeRO-3: config.py refuses it)
+            if rank == 0:
+                export_hf(self.model, self.tokenizer, out / "model", torch.float32)  # merged, for `rlvr eval`
+                save_adapter(self.model, self.tokenizer, out / "adapter")  # all that training changes
+        elif rank == 0 or sharded:
             weights = self.updater.full_weights(torch.float32)  # fp32: the master weights, bit for bit
             if rank == 0:
                 self.model.save_pretrained(out / "model", state_dict=weights)
@@ -360,7 +367,10 @@ class Learner:
         mine = src / f"rank_{rank}"
         if self.updater is not None:
             raise RuntimeError("load_state after RL started: resume into a fresh learner")
-        self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(src / "model", dtype=torch.float32).state_dict())
+        if is_lora(self.model):  # the base weights are the run's starting model; the adapter is the rest
+            load_adapter(self.model, src / "adapter")
+        else:
+            self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(src / "model", dtype=torch.float32).state_dict())
         self.updater = make_engine(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
         self.model = self.updater.module
         if self.backend == "deepspeed":
@@ -393,13 +403,6 @@ def _reduce_stats(stats: LossStats) -> LossStats:
     out.maxima = all_reduce(dict(stats.maxima), op="max")
     return out
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 class _Mismatch:

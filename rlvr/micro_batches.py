@@ -51,8 +51,3 @@ def micro_batches(batch: TrainBatch, prompts: torch.Tensor, *, max_sequences: in
     close()
     return chunks
 
-
-def padded_tokens(batch: TrainBatch, rows: torch.Tensor) -> int:
-    """The padded token count of one micro-batch (the quantity `max_tokens` bounds)."""
-    sub = batch.select_rows(rows)
-    return sub.prompts_P_Lp.numel() + sub.completions_B_Lc.numel()

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
+
+from rlvr.remote import free_port
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class DeepSpeedUpdater:
 
         if not torch.distributed.is_initialized():  # a learner of one rank: its own world
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            os.environ.setdefault("MASTER_PORT", str(free_port()))
             for key in ("RANK", "LOCAL_RANK"):
                 os.environ.setdefault(key, "0")
             os.environ.setdefault("WORLD_SIZE", "1")
@@ -184,21 +186,3 @@ class DeepSpeedUpdater:
                                               load_lr_scheduler_states=True)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint (tag {self._TAG!r}) in {folder}")
-
-
-Backend = Literal["torch", "deepspeed"]
-
-
-def make_updater(backend: Backend, model: torch.nn.Module, spec: OptimSpec, zero_stage: int = 2,
-                 compute_dtype: torch.dtype = torch.float32) -> Updater:
-    if backend == "deepspeed":
-        return DeepSpeedUpdater(model, spec, zero_stage, compute_dtype)
-    return TorchUpdater(model, spec)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -146,6 +146,18 @@ def save_adapter(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path) ->
     return save_hf_atomic(model, tokenizer, out_dir)
 
 
+def load_adapter(model: torch.nn.Module, folder: str | Path) -> None:
+    """Put the adapter weights `save_adapter` wrote back into this LoRA model (same base, same config)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(Path(folder) / "adapter_model.safetensors")))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{folder}: adapter does not fit this model: missing {missing[:3]}, "
+                         f"unexpected {list(result.unexpected_keys)[:3]}")
+
+
 def export_hf(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, dtype: torch.dtype) -> Path:
     """A plain Hugging Face folder in `dtype` (config, safetensors, tokenizer), LoRA merged in.
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import ray
 
 
@@ -21,19 +24,29 @@ def wait(ref, *, role: str, call: str, timeout_s: float, setting: str = "cluster
                           f"({setting})") from None
 
 
-def wait_all(refs: list, *, roles: list[str], call: str, timeout_s: float) -> list:
-    """`ray.get` of several calls (one per actor of a group) within one deadline; past it, an error naming
-    the actors that had not returned. An actor's own error is raised as soon as it arrives, so a rank
-    that fails is not hidden behind the others waiting for it in a collective."""
-    import time
-
+def wait_all(refs: list, *, roles: list[str], call: str, timeout_s: float,
+             setting: str = "cluster.call_timeout_s") -> list:
+    """`ray.get` of several calls (one per actor of a group, `roles[i]` naming refs[i]'s) within one
+    deadline. Past it, a `CallTimeout` naming the actors that had not returned; an actor's own error is
+    raised as soon as it arrives, as a RuntimeError naming the actor and the call (so a rank that fails is
+    not hidden behind the others waiting for it in a collective)."""
     deadline = time.monotonic() + timeout_s
     pending = list(refs)
     while pending:
         done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
         if not done:
             late = [roles[i] for i, r in enumerate(refs) if r in pending]
-            raise CallTimeout(f"{', '.join(late)}: {call} did not return within {timeout_s:.0f} s "
-                              "(cluster.call_timeout_s)")
-        ray.get(done[0])  # raises the actor's error, if it had one
+            raise CallTimeout(f"{', '.join(late)}: {call} did not return within {timeout_s:.0f} s ({setting})")
+        try:
+            ray.get(done[0])
+        except ray.exceptions.RayError as e:
+            raise RuntimeError(f"{roles[refs.index(done[0])]}: {call} failed: {e}") from e
     return ray.get(refs)
+
+
+def free_port() -> int:
+    """A TCP port free on every interface of this host now: the rendezvous of a process group that
+    processes on other nodes connect to."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]

@@ -18,16 +18,14 @@ learner group). After each CPU load the engine re-packs its GEMM weights (rlvr/v
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
-import socket
 import time
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import ray
 import torch
 
-from rlvr.remote import CallTimeout, wait
+from rlvr.remote import free_port, wait, wait_all
 
 SETTING = "rollout.sync_timeout_s"
 
@@ -41,18 +39,8 @@ class WeightSync(Protocol):
 def wait_engines(refs: list, workers: list, call: str, timeout_s: float) -> list:
     """Results of one call per engine, all within `timeout_s`; else an error naming the engines that failed
     or did not answer (index and actor)."""
-    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-    if pending:
-        late = [f"engine {i} (actor {_actor_id(workers[i])})" for i, r in enumerate(refs) if r in pending]
-        raise CallTimeout(f"weight sync: {', '.join(late)}: {call} did not return within {timeout_s:.0f} s "
-                          f"({SETTING})")
-    results = []
-    for i, ref in enumerate(refs):
-        try:
-            results.append(ray.get(ref))
-        except ray.exceptions.RayError as e:
-            raise RuntimeError(f"weight sync: engine {i} (actor {_actor_id(workers[i])}): {call} failed: {e}") from e
-    return results
+    roles = [f"rollout engine {i} (actor {_actor_id(w)})" for i, w in enumerate(workers)]
+    return wait_all(refs, roles=roles, call=call, timeout_s=timeout_s, setting=SETTING)
 
 
 def _actor_id(handle) -> str:
@@ -176,7 +164,7 @@ def engine_dtype_source(weights: Callable[[], Iterable[tuple[str, torch.Tensor]]
 def open_weight_sender(weights: Callable[[], Iterable[tuple[str, torch.Tensor]]], workers: list,
                        tp_sizes: list[int], *, backend: str, dtype: torch.dtype, timeout_s: float):
     """Trainer side of the vLLM weight-transfer API: rank 0 of a group with every engine's workers."""
-    address, port = ray.util.get_node_ip_address(), _free_port()
+    address, port = ray.util.get_node_ip_address(), free_port()
     client = EngineGroupClient(workers, tp_sizes, timeout_s)
     source = engine_dtype_source(weights, dtype)
     world_size = 1 + sum(tp_sizes)
@@ -191,8 +179,3 @@ def open_weight_sender(weights: Callable[[], Iterable[tuple[str, torch.Tensor]]]
                                timeout_s=timeout_s)
     return GlooTrainerWeightTransferEngine.trainer_init(init, client=client, source=source)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from learner_cases import COMPLETIONS, PROMPTS, groups_of  # noqa: E402
@@ -56,7 +57,7 @@ def _weights(ray, group):
 @pytest.mark.ray
 @pytest.mark.parametrize("backend,stage", [("torch", 0), pytest.param("deepspeed", 2, marks=pytest.mark.slow),
                                            ("deepspeed", 3)])
-def test_two_ranks_make_the_update_of_one(ray_cluster, tiny_model, backend, stage):
+def test_two_ranks_make_the_update_of_one(ray_cluster, tiny_model, tmp_path, backend, stage):
     """Same loss, gradient norm and weights from 2 ranks as from 1 on the whole batch, with micro-batches
     (uneven work per rank: the padding micro-batches keep the collectives in step), and on a batch of one
     prompt (rank 1 idle: it joins every collective with nothing to add)."""
@@ -71,6 +72,9 @@ def test_two_ranks_make_the_update_of_one(ray_cluster, tiny_model, backend, stag
         group = _group(ray, tiny_model, ranks, **kwargs)
         metrics = [group.train_step(b) for b in (batch, batch, one_prompt)]
         results.append((metrics, _weights(ray, group), group.logprobs(batch)))
+        # the final export: rank 0 writes the full weights (under ZeRO-3 the ones the ranks gathered)
+        saved = load_file(Path(group.save(str(tmp_path / f"ranks{ranks}"))) / "model.safetensors")
+        assert torch.equal(torch.cat([saved[k].float().flatten() for k in sorted(saved)]), results[-1][1])
         for a in group.actors:
             ray.kill(a)
     (one, w1, lp1), (two, w2, lp2) = results

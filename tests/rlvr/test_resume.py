@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from learner_cases import COMPLETIONS, PROMPTS, groups_of  # noqa: E402
 
 from rlvr.batch import make_train_batch
-from rlvr.config import LossConfig, TrainConfig, load_config, to_dict
+from rlvr.config import LoraConfig, LossConfig, TrainConfig, load_config, to_dict
 from rlvr.learner import Learner
 from rlvr.metrics import MetricsLogger, keep_steps_before
 from rlvr.optim import OptimSpec
@@ -191,10 +190,13 @@ def _batch():
     return make_train_batch(groups, [[1.0 if j == 0 else -1.0 for j in range(len(g))] for g in groups])
 
 
-def test_learner_state_resumes_exactly(tiny_model, tmp_path):
-    """Two steps, save, a third step; a fresh learner loaded from the save takes the same third step."""
+@pytest.mark.parametrize("lora", [LoraConfig(), LoraConfig(rank=4, alpha=8.0, target_modules=("q_proj", "v_proj"))],
+                         ids=["full", "lora"])
+def test_learner_state_resumes_exactly(tiny_model, tmp_path, lora):
+    """Two steps, save, a third step; a fresh learner loaded from the save takes the same third step
+    (a LoRA learner: from its saved adapter on the starting model)."""
     kw = dict(optim=OptimSpec(lr=3e-3, warmup_steps=4), loss=LossConfig(kl_coef=0.05), threads=2, epochs=2,
-              minibatches=2, micro_batch_size=2, seed=3)
+              minibatches=2, micro_batch_size=2, seed=3, lora=lora)
     batch = _batch()
     a = LearnerClass(tiny_model, **kw)
     # pi_ref's log-probs come with the batch (the reference actor's, rlvr/estimate.py): the policy before RL
