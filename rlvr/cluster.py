@@ -21,7 +21,7 @@ from rlvr.learner import Learner
 from rlvr.learner_group import GatherFirst, LearnerGroup
 from rlvr.models import resolve_model
 from rlvr.optim import OptimSpec
-from rlvr.placement import Placement
+from rlvr.placement import Placement, side_roles
 from rlvr.rollout import RolloutWorker
 from rlvr.teacher import Teacher
 from rlvr.weight_sync import ObjectStoreSync, SharedMemorySync, TransferSync, WeightSync
@@ -133,18 +133,13 @@ def build_learner(cfg: Config, model_path: str, options: list[dict]) -> LearnerG
     return LearnerGroup(actors, cfg.cluster.call_timeout_s, gather_for_sync=zero3)
 
 
-def uses_reference(cfg: Config) -> bool:
-    """pi_ref is built and run only for a KL term or the `kl` metric."""
-    return cfg.loss.kl_coef > 0 or cfg.algo.track_ref_kl
-
-
 def build_stage(cfg: Config, model_path: str, learner, plan: Placement) -> AdvantageStage:
     """The advantage stage, with the critic (PPO) and the teacher (distillation) actors it needs (placed by `plan`)."""
     a = cfg.algo
     on_gpu, threads = cfg.learner.gpus > 0, 0 if cfg.learner.gpus else (os.cpu_count() or 1)
     deadline = cfg.cluster.call_timeout_s
     reference = None
-    if uses_reference(cfg):
+    if "reference" in side_roles(cfg):  # pi_ref runs only for a KL term or the `kl` metric
         actor = Teacher.options(**plan.side("reference")).remote(
             model_path, temperature=cfg.rollout.temperature, micro_batch_size=cfg.learner.micro_batch_size,
             max_tokens_per_micro_batch=cfg.learner.max_tokens_per_micro_batch, dtype=cfg.model.dtype,
