@@ -5,7 +5,7 @@
     python benchmarks/learner_memory.py --device cuda --model Qwen/Qwen2.5-Math-1.5B --completion-len 3072
 
 Each setting runs in a fresh process (the CPU peak is the process's resident high-water mark,
-`rlvr/memory.py`; on GPU, the allocator's peak): one `Learner.train_step` on a synthetic batch of
+`rlvr/learner/memory.py`; on GPU, the allocator's peak): one `Learner.train_step` on a synthetic batch of
 `--prompts` prompts x `--group` completions of `--completion-len` tokens. The settings:
 
 - whole group: one group per forward/backward (what `micro_batch_size >= G` gave before the token budget:
@@ -26,11 +26,11 @@ import time
 def one(args: argparse.Namespace, max_tokens: int, checkpointing: bool, micro: int) -> dict:
     import torch
 
-    from rlvr.batch import pack
+    from rlvr.algorithms.batch import pack
     from rlvr.config import LossConfig
-    from rlvr.learner import Learner
-    from rlvr.models import resolve_model
-    from rlvr.optim import OptimSpec
+    from rlvr.learner.actor import Learner
+    from rlvr.learner.optim import OptimSpec
+    from rlvr.models.builtin import resolve_model
 
     path = resolve_model(args.model)
     learner = Learner.__ray_actor_class__(

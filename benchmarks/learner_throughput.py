@@ -4,7 +4,7 @@
         --completion-len 64 --precision float32 bfloat16 autocast
 
 One step is what the learner does per micro-batch and optimizer step: the shared-prompt forward and the
-fused LM head (`rlvr.forward.token_logprobs`), a policy-gradient loss -sum(A * log pi) / tokens, backward,
+fused LM head (`rlvr.learner.forward.token_logprobs`), a policy-gradient loss -sum(A * log pi) / tokens, backward,
 and `TorchUpdater.step` (clip, AdamW, copy back). Precisions:
   float32   fp32 weights, fp32 compute
   bfloat16  bf16 compute weights with fp32 masters in the optimizer (what `model.dtype = "bfloat16"` runs)
@@ -33,12 +33,12 @@ import time
 
 import torch
 
-from rlvr.batch import pack
+from rlvr.algorithms.batch import pack
 from rlvr.config import LoraConfig
-from rlvr.forward import token_logprobs
-from rlvr.models import resolve_model
-from rlvr.optim import OptimSpec, TorchUpdater
-from rlvr.policy_model import load_policy
+from rlvr.learner.forward import token_logprobs
+from rlvr.learner.optim import OptimSpec, TorchUpdater
+from rlvr.learner.policy_model import load_policy
+from rlvr.models.builtin import resolve_model
 
 PRECISIONS = {  # name: (parameter dtype, compute dtype handed to token_logprobs)
     "float32": (torch.float32, torch.float32),
@@ -83,7 +83,8 @@ def measure(model_path: str, precision: str, batch, steps: int, lora: LoraConfig
     one_step(policy, updater, batch, compute_dtype)  # warm-up: oneDNN primitives, allocator
     times = [one_step(policy, updater, batch, compute_dtype) for _ in range(steps)]
     if profile:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             one_step(policy, updater, batch, compute_dtype)

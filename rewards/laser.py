@@ -15,7 +15,7 @@ long. This term is lambda * S; the correctness term supplies C.
          at 500 tokens -> 0; a wrong answer -> 0.
 
 Deviations from the paper: difficulty is the prompt's pass rate tracked by the driver across the steps
-it appeared in before this one (rlvr/curriculum.py, an exponential moving average with
+it appeared in before this one (rlvr/data/curriculum.py, an exponential moving average with
 `curriculum.decay`, handed in as `pass_rate`), or this group's own pass rate for a prompt not seen
 before, rather than the current batch only; bucket targets come from a sliding window of the correct
 lengths seen in training rather than a separate monitoring set; until a bucket has `min_lengths` of
@@ -31,7 +31,7 @@ import collections
 import math
 from collections.abc import Sequence
 
-from rlvr.correctness import passed
+from rlvr.rewards.protocol import passed
 from rlvr.rewards.registry import register
 from rlvr.types import Rollout
 

@@ -1,7 +1,7 @@
 r"""Length shaping that needs the correctness channel, and for some the whole group (group shapers).
 
 Each receives `rollouts_G` and `correct_G` (the correctness term's values, NaN where it failed; a
-rollout counts as correct at value >= 1, as rlvr/correctness.py decides) and returns one value per
+rollout counts as correct at value >= 1, as rlvr/scoring/correctness.py decides) and returns one value per
 rollout. They are terms like any other: weighted and summed with the correctness term. NaN in, NaN
 out for that rollout.
 
@@ -47,7 +47,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rlvr.correctness import passed as _correct  # one owner of "correct" (value >= 1)
+from rlvr.rewards.protocol import passed as _correct  # one owner of "correct" (value >= 1)
 from rlvr.rewards.length import token_budget
 from rlvr.rewards.registry import register
 from rlvr.types import Rollout

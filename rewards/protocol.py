@@ -21,11 +21,11 @@ A group shaper (`@register("name", group=True)`) receives a whole group and the 
 rollout. Group shapers run in the reward service's own process, after the per-rollout terms, and may
 keep state across steps (e.g. LASER-D's length windows), so they need not be frozen. A shaper with
 state has `state()` (JSON-friendly) and `restore(state)`, which a resumable checkpoint saves and loads
-(rlvr/resume.py, through the scorer's `shaper_state` / `set_shaper_state`).
+(rlvr/runtime/resume.py, through the scorer's `shaper_state` / `set_shaper_state`).
 
 A group shaper that reads difficulty or keeps state sets `reads_pass_rate = True` and takes two more
 keywords (`PassRateGroupRewardFn`): `pass_rate`, the driver's tracked pass rate of the group's prompt
-(None for a prompt not seen before; rlvr/curriculum.py owns it, so shapers keep no pass rates of their
+(None for a prompt not seen before; rlvr/data/curriculum.py owns it, so shapers keep no pass rates of their
 own), and `update`, False during held-out evaluation, when the shaper must not change its state.
 """
 
@@ -36,6 +36,15 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from rlvr.types import Rollout
+
+# A rollout is correct when its correctness term's value is at least this: binary verifiers give 1.0, and
+# partial credit below it does not count (rlvr/scoring/correctness.py picks the term).
+CORRECT_AT = 1.0
+
+
+def passed(value: float) -> bool:
+    """A correctness value counts as correct (NaN, a failed verifier, does not)."""
+    return value >= CORRECT_AT
 
 
 @dataclass(frozen=True)

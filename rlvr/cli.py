@@ -23,15 +23,15 @@ from rlvr.config import ConfigError, load_config, to_dict
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "verify":
-        from rlvr.verify import main as verify_main
+        from rlvr.scoring.verify import main as verify_main
 
         return verify_main(argv[1:])
     if argv and argv[0] == "eval":
-        from rlvr.eval_command import main as eval_main
+        from rlvr.evaluate.command import main as eval_main
 
         return eval_main(argv[1:])
     if argv and argv[0] == "plot":
-        from rlvr.plot import main as plot_main
+        from rlvr.observe.plot import main as plot_main
 
         return plot_main(argv[1:])
     if argv and argv[0] == "bench":
@@ -78,12 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         return train_command(args.config, overrides, Path(args.output_dir), dry_run=args.dry_run,
                              resume=args.resume, max_steps=args.max_steps)
     if args.command == "init-tiny":
-        from rlvr.models import TinyShape, build_tiny_model
+        from rlvr.models.tiny import TinyShape, build_tiny_model
 
         print(build_tiny_model(args.outdir, TinyShape(args.hidden, args.layers, args.heads, args.seed)))
         return 0
     if args.command == "init-smollm2":
-        from rlvr.models import SMOLLM2, convert_smollm2, resolve_model
+        from rlvr.models.builtin import SMOLLM2, resolve_model
+        from rlvr.models.smollm2 import convert_smollm2
 
         print(convert_smollm2(args.outdir) if args.outdir else resolve_model(SMOLLM2))
         return 0
@@ -115,7 +116,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
     if cfg.train.steps == 0 or max_steps == 0:
         print("no RL steps: SFT (if configured) and one held-out evaluation", file=sys.stderr)
     if resume:
-        from rlvr.resume import Checkpoints, ResumeError
+        from rlvr.runtime.resume import Checkpoints, ResumeError
 
         try:  # before anything starts: no checkpoint, or a config that would compute another run
             where = Checkpoints(out, cfg.train, cfg.cluster.call_timeout_s).latest(to_dict(cfg)).path
@@ -124,15 +125,15 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
             return 2
         print(f"resuming from {where}", file=sys.stderr)
 
-    from rlvr.console import run_log, tail
+    from rlvr.observe.console import run_log, tail
 
     log = out / "run.log"
     error, code, summary = "", 0, None
     with run_log(log) as console:
         console.print(f"vLLM's and Ray's own output goes to {log}")
         try:
-            from rlvr.data import DataError
-            from rlvr.scoring import RewardError
+            from rlvr.data.sources import DataError
+            from rlvr.scoring.service import RewardError
             from rlvr.train import train
 
             summary = train(cfg, out, console=console, resume=resume, max_steps=max_steps)

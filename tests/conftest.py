@@ -37,7 +37,7 @@ def shared_data():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """The builtin tiny character-level Qwen2 (random weights), built once per session."""
-    from rlvr.models import TinyShape, build_tiny_model
+    from rlvr.models.tiny import TinyShape, build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", TinyShape(hidden=64, layers=2, heads=2)))
 

@@ -10,8 +10,7 @@ if not torch.cuda.is_available():  # before rlvr.kernels imports triton (tests/c
 import pytest
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from rlvr.kernels import linear_logprobs, linear_logprobs_reference
-from rlvr.kernels import dispatch
+from rlvr.kernels import dispatch, linear_logprobs, linear_logprobs_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Outputs and gradients vs the fp32 reference on the same (rounded) inputs; atol is relative to the

@@ -32,7 +32,7 @@ def test_laser_d_targets_follow_difficulty():
 
 
 def test_laser_d_buckets_by_the_drivers_pass_rate_when_it_has_one():
-    """The driver's tracker (rlvr/curriculum.py) owns pass rates; the shaper keeps none of its own."""
+    """The driver's tracker (rlvr/data/curriculum.py) owns pass rates; the shaper keeps none of its own."""
     laser = LaserD(initial_target=500, min_lengths=1, coverage=1.0)
     laser(group(100), [1.0], pass_rate=0.1)  # all correct now, but tracked as hard: the hard window learns
     assert list(laser.lengths["hard"]) == [100] and not laser.lengths["easy"]

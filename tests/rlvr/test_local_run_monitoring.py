@@ -1,6 +1,6 @@
 """A local `rlvr train` run as an operator sees it: Prometheus gauges that match metrics.jsonl, the dashboard
-on loopback only, and Ray's token authentication on in every process of the run (rlvr/cluster.py,
-rlvr/trackers.py). The run is its own process with its own cluster, as a user starts it."""
+on loopback only, and Ray's token authentication on in every process of the run (rlvr/runtime/cluster.py,
+rlvr/observe/trackers.py). The run is its own process with its own cluster, as a user starts it."""
 
 import json
 import os

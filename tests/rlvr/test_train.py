@@ -55,7 +55,7 @@ def test_metrics_have_every_required_key(run):
 
 
 def test_plot_of_the_run(run):
-    from rlvr.plot import plot_runs
+    from rlvr.observe.plot import plot_runs
 
     out, _ = run
     written = plot_runs([out], out / "plots")

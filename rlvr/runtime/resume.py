@@ -1,0 +1,239 @@
+"""Resumable checkpoints: DIR/checkpoints/step_NNNNNN/, each written whole or not at all.
+
+    ckpt = Checkpoints(out, cfg.train, timeout_s=cfg.cluster.call_timeout_s)
+    resumed = ckpt.latest(to_dict(cfg))              # --resume: before Ray starts; errors name DIR or the keys
+    start, driver = resumed.restore(parts)           # learner, critic, reward shapers, tracker, prompts, RNGs
+    ckpt.save(step + 1, parts, driver)               # every train.save_every steps; prunes to train.keep_last
+
+A checkpoint of step N (N RL steps done; the run continues with step N) holds
+
+    learner/      every learner rank's `save_state` (rlvr/learner/actor.py): model/ (a plain HF folder, fp32
+                  master weights), rank_R/ (optimizer, scheduler, RNG, step counter, entropy control) or
+                  deepspeed/ (DeepSpeed's own format, sharded by rank)
+    stage/        the advantage stage's state (rlvr/algorithms/estimate.py): PPO's value model and its optimizer
+                  (rlvr/learner/critic.py), pi_ref as reference.safetensors (the policy as RL began), when the run has them
+    driver.json   the step, the prompt source's position, the pass-rate tracker, the reward shapers' state,
+                  the per-step rewards and the summary so far (the evaluation before RL is not repeated),
+                  the driver's python / numpy / torch RNG states
+    COMPLETE      written last
+
+Atomicity: everything goes into a hidden temporary folder beside the final one; its files are fsynced,
+then the COMPLETE marker is written and fsynced, then one rename gives the folder its step name. A
+process killed at any point (kill -9) leaves either a `.step_*.tmp-*` folder or a step folder without
+the marker: neither is ever picked up, and the next save or resume removes stale temporaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.config import TrainConfig
+from rlvr.runtime.remote import wait
+
+MARKER = "COMPLETE"
+_STEP = re.compile(r"^step_(\d+)$")
+
+# Keys that may differ between a run and its resumption: bookkeeping, logging and where things run.
+# Everything else changes what the continued run computes, so a difference is an error naming the key.
+MAY_DIFFER = ("train.steps", "train.save_every", "train.keep_last", "train.loggers", "cluster.", "eval.every",
+              "eval.n", "eval.k", "eval.temperature", "eval.max_tokens", "reward.workers", "reward.timeout_s",
+              "reward.worker_memory_mb", "reward.recycle_after")
+
+
+class ResumeError(RuntimeError):
+    pass
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step_{step:06d}"
+
+
+def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and (p / MARKER).is_file()]
+    return sorted(found)
+
+
+def prune(root: Path, keep_last: int) -> list[Path]:
+    """Remove all but the newest `keep_last` complete checkpoints (0: keep all), and stale temporaries."""
+    removed = [p for p in root.glob(".step_*.tmp-*")]
+    if keep_last:
+        removed += [p for _, p in complete_checkpoints(root)[:-keep_last]]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success fsync it, write the marker last and rename it to `final`."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        with (tmp / MARKER).open("w") as f:
+            f.write(final.name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync(tmp)
+        if final.exists():  # a step folder without its marker (moved by hand, or a lost marker): replaced whole
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync(final.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """"key: old -> new" for every dotted key that differs and is not in MAY_DIFFER."""
+    old, new = _flatten(saved), _flatten(current)
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys
+            if old.get(k) != new.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m)) for m in MAY_DIFFER)]
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value and prefix.count(".") < 1:  # sections only; task_kwargs stays whole
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def rng_state() -> dict[str, Any]:
+    """The driver's python, numpy and torch RNG states as JSON-friendly lists (no pickle to load back)."""
+    import numpy as np
+
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(words), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+            "torch": torch.get_rng_state().tolist()}
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    import numpy as np
+
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(words), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def call(target: Any, method: str, *args: Any, role: str, timeout_s: float) -> Any:
+    """`target.method(*args)` on an actor handle (with the deadline) or on a plain object (a learner group
+    fanning the call out to its ranks, which waits with its own deadline)."""
+    fn = getattr(target, method)
+    if hasattr(fn, "remote"):
+        return wait(fn.remote(*args), role=role, call=method, timeout_s=timeout_s)
+    return fn(*args)
+
+
+@dataclass
+class Parts:
+    """What a checkpoint reads and writes besides the driver's own records.
+
+    learner: the Learner actor, or the learner group (plain `save_state(dir)` / `load_state(dir)` methods
+    that call every rank's);
+    stage: the advantage stage (rlvr/algorithms/estimate.py; PPO's saves its critic); reward_service: the RewardService
+    actor; tracker, prompts: the driver's PassRateTracker and prompt source (rlvr/data/curriculum.py).
+    """
+
+    learner: Any
+    stage: Any
+    reward_service: Any
+    tracker: Any
+    prompts: Any
+
+
+@dataclass(frozen=True)
+class Resumed:
+    step: int
+    path: Path
+    timeout_s: float
+
+    def restore(self, parts: Parts) -> dict[str, Any]:
+        """Load every part's state from the checkpoint; returns the driver's records (rewards, summary, ...)."""
+        driver = json.loads((self.path / "driver.json").read_text())
+        if driver["step"] != self.step:
+            raise ResumeError(f"{self.path}: driver.json says step {driver['step']}, the folder step {self.step}")
+        call(parts.learner, "load_state", str(self.path / "learner"), role="learner", timeout_s=self.timeout_s)
+        parts.stage.load_state(self.path / "stage")
+        call(parts.reward_service, "set_shaper_state", driver["shapers"], role="reward service", timeout_s=self.timeout_s)
+        parts.tracker.restore(driver["tracker"])
+        parts.prompts.restore(driver["prompts"])
+        restore_rng(driver["rng"])
+        return driver["records"]
+
+
+class Checkpoints:
+    """DIR/checkpoints: saving every `save_every` steps, pruning to `keep_last`, finding the newest to resume."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, timeout_s: float) -> None:
+        self.out, self.root = out, out / "checkpoints"
+        self.save_every, self.keep_last, self.timeout_s = cfg.save_every, cfg.keep_last, timeout_s
+
+    def due(self, steps_done: int) -> bool:
+        return bool(self.save_every) and steps_done % self.save_every == 0
+
+    def latest(self, config: Mapping[str, Any]) -> Resumed:
+        """The newest complete checkpoint, after checking `config` against DIR/run_config.json."""
+        found = complete_checkpoints(self.root)
+        if not found:
+            partial = sorted(p.name for p in self.root.glob("*step_*")) if self.root.is_dir() else []
+            raise ResumeError(f"--resume: no complete checkpoint in {self.root}" + (
+                f" (incomplete, ignored: {', '.join(partial)})" if partial else
+                " (train.save_every writes them)"))
+        saved_config = self.out / "run_config.json"
+        if saved_config.exists():
+            differences = config_differences(json.loads(saved_config.read_text()), config)
+            if differences:
+                raise ResumeError(f"--resume: the config differs from {saved_config} in keys that change the run: "
+                                  + "; ".join(differences))
+        step, path = found[-1]
+        return Resumed(step, path, self.timeout_s)
+
+    def save(self, step: int, parts: Parts, records: Mapping[str, Any]) -> Path:
+        """Write checkpoint `step` (steps done) atomically, then prune; returns its folder."""
+        final = step_dir(self.root, step)
+        with atomic_dir(final) as tmp:
+            call(parts.learner, "save_state", str(tmp / "learner"), role="learner", timeout_s=self.timeout_s)
+            parts.stage.save_state(tmp / "stage")
+            shapers = call(parts.reward_service, "shaper_state", role="reward service", timeout_s=self.timeout_s)
+            driver = {"step": step, "prompts": dict(parts.prompts.state), "tracker": parts.tracker.state(),
+                      "shapers": shapers, "records": dict(records), "rng": rng_state()}
+            (tmp / "driver.json").write_text(json.dumps(driver, sort_keys=True) + "\n")
+        prune(self.root, self.keep_last)
+        return final
