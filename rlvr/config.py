@@ -318,9 +318,10 @@ class Config:
         if self.model.dtype == "float16":
             raise ConfigError('model.dtype = "float16" trains without loss scaling (gradients underflow): '
                               'use "bfloat16" or "float32"')
-        if loss.policy == "gspo" and loss.aggregation == "token-mean":
-            raise ConfigError('loss.policy = "gspo" needs a per-sequence loss.aggregation '
-                              '("seq-mean-token-mean"), not "token-mean"')
+        if loss.policy == "gspo" and loss.aggregation != "seq-mean-token-mean":
+            # GSPO's eq. 5 averages sequences equally; token-mean and seq-mean-token-sum-norm weight them by length
+            raise ConfigError('loss.policy = "gspo" needs loss.aggregation = "seq-mean-token-mean" (GSPO eq. 5, '
+                              f'each sequence weighted equally), not "{loss.aggregation}"')
         if loss.dual_clip is not None and loss.dual_clip <= 1:
             raise ConfigError(f"loss.dual_clip must be > 1 (got {loss.dual_clip})")
         if a.advantage == "gae" and a.advantage_norm == "group":
@@ -332,6 +333,10 @@ class Config:
                               f">= 1, learner.max_tokens_per_micro_batch ({l.max_tokens_per_micro_batch}) >= 0")
         if a.advantage == "none" and not self.distill.teacher:
             raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
+        if a.advantage == "none" and loss.kl_in == "reward" and loss.kl_coef > 0:
+            # The penalty is subtracted from the reward, which "none" never reads: the KL would vanish.
+            raise ConfigError('algo.advantage = "none" ignores rewards, so loss.kl_in = "reward" would drop '
+                              'loss.kl_coef\'s KL: use loss.kl_in = "loss"')
         lora = self.learner.lora
         if lora.rank < 0:
             raise ConfigError(f"learner.lora.rank must be >= 0 (0: full fine-tuning), got {lora.rank}")
