@@ -95,8 +95,8 @@ class Learner:
         self.steps, self.seed, self.rank = 0, seed, 0
         self.peak = PeakMemory(self.device)
         if not self.fused_head:
-            print("learner: the LM head is not a plain linear map of the last hidden state (scaled, "
-                  "soft-capped or biased); log-probs use the full logits instead of the fused head", flush=True)
+            print("learner: the LM head is not a plain linear map of the last hidden state (scaled, soft-capped, "
+                  "biased or LoRA-adapted); log-probs use the full logits instead of the fused head", flush=True)
 
     # ---- the group ----
     def group_address(self) -> tuple[str, int]:
