@@ -89,6 +89,9 @@ def test_gae_with_lambda_one_and_no_discount_is_the_return_minus_the_value():
 def test_entropy_control():
     linear = EntropyControl("linear", 0.01, coef_end=0.0, total_steps=11)
     assert [round(linear.value(s), 6) for s in (0, 5, 10, 20)] == [0.01, 0.005, 0.0, 0.0]
+    resumed = EntropyControl("linear", 0.01, coef_end=0.0, total_steps=101)  # train.steps changed on resume
+    resumed.restore(linear.state())
+    assert [round(resumed.value(s), 6) for s in (5, 10, 50)] == [0.005, 0.0, 0.0]  # the schedule it started with
     adaptive = EntropyControl("adaptive", 0.0, target=1.0, lr=0.1)
     adaptive.update(0.5)  # below target: the bonus grows
     assert adaptive.value(0) == pytest.approx(0.05)
