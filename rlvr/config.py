@@ -107,7 +107,7 @@ class RewardConfig:
 
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae", "none"]
-AdvantageNorm = Literal["auto", "group", "batch", "none"]
+AdvantageNorm = Literal["auto", "group", "batch", "batch-token", "none"]
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,9 @@ class AlgoConfig:
     # Names are `rlvr.algorithms.advantages.ESTIMATORS`; "gae" is PPO with a critic (see [critic]); "none": zero
     # advantages, for pure on-policy distillation (see [distill]).
     advantage: Advantage = "grpo"
-    advantage_norm: AdvantageNorm = "auto"  # std scaling of the advantages; auto: the estimator's paper's
+    # std scaling of the advantages; auto: the estimator's paper's. batch: whitened over the step's rollouts,
+    # batch-token: over its tokens (REINFORCE++'s, with a reward KL as each token's return-to-go)
+    advantage_norm: AdvantageNorm = "auto"
     gamma: float = 1.0  # gae: discount
     lam: float = 1.0  # gae: lambda
     group_size: int = 8  # completions per prompt (G)
