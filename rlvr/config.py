@@ -179,7 +179,9 @@ class CriticConfig:
 class DistillConfig:
     """On-policy distillation (Agarwal et al. 2024 GKD; KDRL, Xu et al. 2025): a teacher scores the
     student's own samples; each token's advantage gains coef * (log pi_T - log pi_old), the negative
-    per-token reverse KL (its policy gradient is KL(pi || pi_T)'s). Empty teacher: off."""
+    per-token reverse KL. Its policy gradient is that of the per-token KL(pi(.|prefix) || pi_T(.|prefix))
+    at each sampled prefix, not of the whole sequence's KL (later tokens' terms do not reach earlier
+    tokens, as a return-to-go would). Empty teacher: off."""
 
     teacher: str = ""  # a Hugging Face folder with the student's tokenizer, or "builtin:tiny-char-teacher"
     coef: float = 1.0

@@ -257,3 +257,18 @@ def test_lora_grpo_raises_the_sampled_reward(ray_cluster, tmp_path):
     assert last - first >= 0.05, rewards
     keys = load_file(tmp_path / "model.safetensors")  # the final export: plain HF names, adapters merged
     assert keys and not [k for k in keys if "lora" in k or "base_layer" in k]
+
+
+def test_bf16_checkpoint_model_holds_the_fp32_masters(tiny_model, tmp_path):
+    """`model/` of a resumable checkpoint is what `rlvr eval` reads: the trained fp32 masters, not the bf16
+    compute copy upcast (which drops the updates smaller than a bf16 ulp)."""
+    learner = Learner.__ray_actor_class__(tiny_model, optim=OptimSpec(lr=1e-4), loss=LossConfig(), threads=2,
+                                          dtype="bfloat16")
+    learner.train_step(batch())
+    learner.save_state(str(tmp_path / "state"))
+    saved = load_file(tmp_path / "state" / "model" / "model.safetensors")
+    updater = learner.updater.updater
+    masters = {n: m for (n, _), m in zip(learner.model.named_parameters(), updater.masters)}
+    assert {t.dtype for t in saved.values()} == {torch.float32}
+    assert all(torch.equal(saved[n], masters[n]) for n in masters)
+    assert any(not torch.equal(masters[n], masters[n].to(torch.bfloat16).float()) for n in masters)  # bits bf16 lacks
