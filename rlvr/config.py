@@ -119,7 +119,7 @@ class RewardConfig:
 
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae", "none"]
-AdvantageNorm = Literal["auto", "group", "batch", "none"]
+AdvantageNorm = Literal["auto", "group", "batch", "batch-token", "none"]
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -127,7 +127,9 @@ class AlgoConfig:
     # Names are `rlvr.algorithms.advantages.ESTIMATORS`; "gae" is PPO with a critic (see [critic]); "none": zero
     # advantages, for pure on-policy distillation (see [distill]).
     advantage: Advantage = "grpo"
-    advantage_norm: AdvantageNorm = "auto"  # std scaling of the advantages; auto: the estimator's paper's
+    # std scaling of the advantages; auto: the estimator's paper's. batch: whitened over the step's rollouts,
+    # batch-token: over its tokens (REINFORCE++'s, with a reward KL as each token's return-to-go)
+    advantage_norm: AdvantageNorm = "auto"
     gamma: float = 1.0  # gae: discount
     lam: float = 1.0  # gae: lambda
     group_size: int = 8  # completions per prompt (G)
@@ -189,7 +191,9 @@ class CriticConfig:
 class DistillConfig:
     """On-policy distillation (Agarwal et al. 2024 GKD; KDRL, Xu et al. 2025): a teacher scores the
     student's own samples; each token's advantage gains coef * (log pi_T - log pi_old), the negative
-    per-token reverse KL (its policy gradient is KL(pi || pi_T)'s). Empty teacher: off."""
+    per-token reverse KL. Its policy gradient is that of the per-token KL(pi(.|prefix) || pi_T(.|prefix))
+    at each sampled prefix, not of the whole sequence's KL (later tokens' terms do not reach earlier
+    tokens, as a return-to-go would). Empty teacher: off."""
 
     teacher: str = ""  # a Hugging Face folder with the student's tokenizer, or "builtin:tiny-char-teacher"
     coef: float = 1.0
@@ -330,14 +334,19 @@ class Config:
         if self.model.dtype == "float16":
             raise ConfigError('model.dtype = "float16" trains without loss scaling (gradients underflow): '
                               'use "bfloat16" or "float32"')
-        if loss.policy == "gspo" and loss.aggregation == "token-mean":
-            raise ConfigError('loss.policy = "gspo" needs a per-sequence loss.aggregation '
-                              '("seq-mean-token-mean"), not "token-mean"')
+        if loss.policy == "gspo" and loss.aggregation != "seq-mean-token-mean":
+            # GSPO's eq. 5 averages sequences equally; token-mean and seq-mean-token-sum-norm weight them by length
+            raise ConfigError('loss.policy = "gspo" needs loss.aggregation = "seq-mean-token-mean" (GSPO eq. 5, '
+                              f'each sequence weighted equally), not "{loss.aggregation}"')
         if a.advantage == "gae" and a.advantage_norm == "group":
             raise ConfigError('algo.advantage_norm = "group" has no meaning for "gae" (per-token advantages): '
                               'use "batch" or "none"')
         if a.advantage == "none" and not self.distill.teacher:
             raise ConfigError('algo.advantage = "none" trains on nothing without a distill.teacher')
+        if a.advantage == "none" and loss.kl_in == "reward" and loss.kl_coef > 0:
+            # The penalty is subtracted from the reward, which "none" never reads: the KL would vanish.
+            raise ConfigError('algo.advantage = "none" ignores rewards, so loss.kl_in = "reward" would drop '
+                              'loss.kl_coef\'s KL: use loss.kl_in = "loss"')
         l, lora = self.learner, self.learner.lora
         if lora.rank and lora.alpha <= 0:
             raise ConfigError(f"learner.lora.alpha must be > 0 (the update is scaled by alpha / rank), got {lora.alpha}")

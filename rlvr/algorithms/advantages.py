@@ -12,12 +12,20 @@ Each outcome estimator is a baseline and a scale, and `ESTIMATORS` names the pai
   grpo                    group mean                   group std      Shao et al. 2024 (DeepSeekMath) Sec. 4.1.2
   dr_grpo                 group mean                   none           Liu et al. 2025 (Dr. GRPO) Sec. 3.2
   rloo                    mean of the other G-1        none           Ahmadian et al. 2024, eq. 6
-  reinforce_pp            none                         batch mean/std Hu 2025 (REINFORCE++) eq. 8
-  reinforce_pp_baseline   group mean                   batch mean/std Hu et al. 2025 (REINFORCE++-baseline)
+  reinforce_pp            none                         token mean/std Hu 2025 (REINFORCE++) eq. 8
+  reinforce_pp_baseline   group mean                   token mean/std Hu et al. 2025 (REINFORCE++-baseline)
 
 `algo.advantage_norm` overrides the scale: "group" divides by the group's std, "batch" whitens over the
-step's valid rollouts ((a - mean) / std, as REINFORCE++ does), "none" leaves r - b. std is the unbiased
-sample std; a group whose rewards are all equal gets zero advantages under group scaling.
+step's valid rollouts ((a - mean) / std, each rollout counted once), "batch-token" whitens over the
+step's completion tokens (each rollout counted once per token, as REINFORCE++ and verl's
+`masked_whiten` do), "none" leaves r - b. std is the unbiased sample std; a group whose rewards are all
+equal gets zero advantages under group scaling.
+
+REINFORCE++ with a KL in the reward (`loss.kl_in = "reward"`): the paper gives token t the reward
+1[t = last] r - beta KL_t and the advantage its return-to-go (gamma = 1), so token t carries
+r - b - beta sum_{i >= t} KL_i before the token whitening (`token_advantages`). That is the
+"batch-token" path; with a per-rollout scale ("batch", "group", "none") the completion's whole KL sum
+comes off its reward instead, the same for every token (rlvr/algorithms/estimate.py).
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from typing import Literal
 import torch
 
 EPS = 1e-6
-Norm = Literal["auto", "group", "batch", "none"]
+Norm = Literal["auto", "group", "batch", "batch-token", "none"]
+TOKEN_NORMS = ("batch-token",)  # scales that need the completions' tokens: `token_advantages`
 
 
 def _valid(rewards_P_G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,18 +85,38 @@ ESTIMATORS: dict[str, tuple[Baseline, str]] = {
     "grpo": (group_mean, "group"),
     "dr_grpo": (group_mean, "none"),
     "rloo": (leave_one_out, "none"),
-    "reinforce_pp": (no_baseline, "batch"),
-    "reinforce_pp_baseline": (group_mean, "batch"),
+    "reinforce_pp": (no_baseline, "batch-token"),
+    "reinforce_pp_baseline": (group_mean, "batch-token"),
 }
 
 
+def resolve_norm(estimator: str, norm: Norm) -> str:
+    """The scale `norm` names for `estimator` ("auto": the estimator's paper's)."""
+    return ESTIMATORS[estimator][1] if norm == "auto" else norm
+
+
 def group_advantages(rewards_P_G: torch.Tensor, estimator: str, norm: Norm = "auto") -> torch.Tensor:
-    """One advantage per rollout, [P, G] (0 where the reward is NaN)."""
-    baseline, default_norm = ESTIMATORS[estimator]
+    """One advantage per rollout, [P, G] (0 where the reward is NaN). A token scale ("batch-token") needs
+    the completions' tokens, which [P, G] rewards do not hold: this returns r - b unscaled, and
+    `token_advantages` scales it over the batch's tokens."""
+    baseline, _ = ESTIMATORS[estimator]
+    norm = resolve_norm(estimator, norm)
     filled, valid = _valid(rewards_P_G)
-    advantages = scale(torch.where(valid, filled - baseline(rewards_P_G), 0.0), valid,
-                       default_norm if norm == "auto" else norm)
+    centred = torch.where(valid, filled - baseline(rewards_P_G), 0.0)
+    advantages = centred if norm in TOKEN_NORMS else scale(centred, valid, norm)
     return torch.where(valid, advantages, 0.0)
+
+
+def token_advantages(centred_B_T: torch.Tensor, mask_B_T: torch.Tensor,
+                     kl_B_T: torch.Tensor | None = None) -> torch.Tensor:
+    """REINFORCE++'s per-token advantages (Hu 2025, eq. 7-8), [B, T]: each token's r - b (`centred_B_T`,
+    the rollout's value on each of its tokens) minus the KL penalty's return-to-go sum_{i >= t} kl_i
+    (`kl_B_T`, already times its coefficient; gamma = 1), whitened over the batch's valid tokens; 0 at padding."""
+    returns = centred_B_T.float()
+    if kl_B_T is not None:
+        kl = torch.where(mask_B_T, kl_B_T.float(), 0.0)
+        returns = returns - kl.flip(1).cumsum(1).flip(1)
+    return torch.where(mask_B_T, scale(torch.where(mask_B_T, returns, 0.0), mask_B_T, "batch"), 0.0)
 
 
 def gae(rewards_B_T: torch.Tensor, values_B_T: torch.Tensor, mask_B_T: torch.Tensor, gamma: float,

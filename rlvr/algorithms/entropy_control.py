@@ -8,6 +8,10 @@ control") and SAC's temperature tuning (Haarnoja et al. 2018, eq. 18) do: after 
     coef <- max(0, coef + lr * (target - entropy))
 
 so the bonus grows while entropy is below the target and fades to 0 above it.
+
+`linear` runs from `coef` to `coef_end` over `total_steps` (the run's `train.steps`). Its length is part
+of the resumable state: a run resumed with another `train.steps` keeps the schedule it started with
+(past its end the coefficient stays at `coef_end`) instead of stretching it silently.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ class EntropyControl:
             self.coef = max(0.0, self.coef + self.lr * (self.target - entropy))
 
     def state(self) -> dict:
-        return {"coef": self.coef}
+        return {"coef": self.coef, "total_steps": self.total_steps}
 
     def restore(self, state: dict) -> None:
         self.coef = float(state["coef"])
+        self.total_steps = int(state.get("total_steps", self.total_steps))  # older checkpoints: as configured

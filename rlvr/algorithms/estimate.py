@@ -12,8 +12,9 @@ critic's values, the outcome reward on each completion's last token; the critic 
 while the policy trains. `WithTeacher`: adds a distillation teacher's log-probs of the sampled tokens;
 `WithReference`: the reference policy's (a KL term in the loss, or the `kl` metric). `KLPenalty` (loss.kl_in =
 "reward"): kl_coef times the per-token KL to the reference comes off the reward before the advantages
-(Ouyang et al. 2022, InstructGPT, eq. 2; REINFORCE++): per token for GAE, summed over the completion for
-the outcome estimators.
+(Ouyang et al. 2022, InstructGPT, eq. 2; REINFORCE++): per token for GAE; for the outcome estimators with a
+token scale (REINFORCE++'s "batch-token", its default) as each token's return-to-go sum_{i >= t} KL_i,
+with a per-rollout scale summed over the completion and taken off its reward.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Protocol
 
 import torch
 
-from rlvr.algorithms.advantages import gae, group_advantages, outcome_token_rewards, scale
+from rlvr.algorithms.advantages import (TOKEN_NORMS, gae, group_advantages, outcome_token_rewards, resolve_norm,
+                                        scale, token_advantages)
 from rlvr.algorithms.batch import TrainBatch, make_train_batch
 from rlvr.algorithms.losses import kl_estimate
 from rlvr.runtime.remote import wait
@@ -114,6 +116,11 @@ class OutcomeAdvantages:
     def make_batch(self, scored_PG: list[list[ScoredRollout]]) -> TrainBatch:
         if self.estimator == "none":  # pure distillation: the teacher supplies every token's signal
             return make_train_batch(scored_PG, [[0.0] * len(g) for g in scored_PG])
+        if resolve_norm(self.estimator, self.norm) in TOKEN_NORMS:  # r - b per token, scaled over tokens
+            batch = make_train_batch(scored_PG, group_advantages(rewards_of(scored_PG), self.estimator, self.norm).tolist())
+            kl = self.kl_penalty(batch) if self.kl_penalty is not None else None
+            mask = batch.completion_mask_B_Lc
+            return dataclasses.replace(batch, advantages_B_Lc=token_advantages(batch.advantages_B_Lc, mask, kl))
         if self.kl_penalty is not None:
             scored_PG = _penalised(scored_PG, self.kl_penalty)
         advantages_P_G = group_advantages(rewards_of(scored_PG), self.estimator, self.norm)
@@ -134,7 +141,7 @@ class CriticAdvantages:
                  kl_penalty: KLPenalty | None = None, concurrent: bool = True) -> None:
         self.critic, self.gamma, self.lam, self.from_policy = critic, gamma, lam, from_policy
         self.kl_penalty, self.concurrent, self.timeout_s = kl_penalty, concurrent, timeout_s
-        self.norm = "batch" if norm == "auto" else norm
+        self.norm = "batch" if norm in ("auto", "batch-token") else norm  # GAE's advantages are per token already
 
     def prepare(self, learner) -> None:
         if self.from_policy:  # the trunk starts from the policy as it is now (after SFT)

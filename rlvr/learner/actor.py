@@ -33,6 +33,7 @@ from rlvr.config import LoraConfig, LossConfig
 from rlvr.data.sources import chat_prompt_ids
 from rlvr.learner.engine import all_reduce, join_group, make_engine, world_size
 from rlvr.learner.forward import checkpoint_layers, token_logprobs
+from rlvr.learner.group import shard_prompts
 from rlvr.learner.memory import PeakMemory
 from rlvr.learner.micro_batches import micro_batches
 from rlvr.learner.optim import OptimSpec, TorchUpdater
@@ -94,8 +95,8 @@ class Learner:
         self.steps, self.seed, self.rank = 0, seed, 0
         self.peak = PeakMemory(self.device)
         if not self.fused_head:
-            print("learner: the LM head is not a plain linear map of the last hidden state (scaled, "
-                  "soft-capped or biased); log-probs use the full logits instead of the fused head", flush=True)
+            print("learner: the LM head is not a plain linear map of the last hidden state (scaled, soft-capped, "
+                  "biased or LoRA-adapted); log-probs use the full logits instead of the fused head", flush=True)
 
     # ---- the group ----
     def group_address(self) -> tuple[str, int]:
@@ -144,12 +145,15 @@ class Learner:
         self.model = self.updater.module
 
     def train_step(self, batch: TrainBatch, prompts: torch.Tensor | None = None) -> dict[str, float]:
-        """`epochs` passes of `minibatches` optimizer steps over this rank's prompts (default: all); returns
-        the group's metrics (every rank returns the same sums).
+        """`epochs` passes of `minibatches` optimizer steps over the batch's prompts; returns the group's
+        metrics (every rank returns the same sums). `prompts`: this rank's share for the pi_old pass
+        (default: all).
 
-        Each pass shuffles the prompts anew and splits them into exactly `minibatches` parts; each part's
-        loss is normalised by the group's total token (or sequence) count of that part, so micro-batches
-        and ranks add up to it.
+        Each pass shuffles the whole batch's prompts anew, with a generator every rank seeds alike, and
+        splits them into exactly `minibatches` parts; each rank trains on its share of each part (balanced
+        by tokens, `shard_prompts`), so minibatch j is the one a single rank would take. Each part's loss
+        is normalised by the group's total token (or sequence) count of that part, so micro-batches and
+        ranks add up to it.
         """
         start = time.perf_counter()
         self.peak.reset()
@@ -165,11 +169,15 @@ class Learner:
             old_all = self.logprobs(batch, prompts)
             rows = batch.rows_of(prompts)
             mismatch.add(old_all[rows], batch.sampler_logprobs_B_Lc[rows], batch.completion_mask_B_Lc[rows])
-        shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + self.steps)
+            if world_size() > 1:  # each rank scored its share (0 elsewhere); the minibatches mix the shares
+                torch.distributed.all_reduce(old_all)
+        shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + self.steps)  # alike on every rank
         coef = self.entropy.value(self.steps)
+        everyone = torch.arange(batch.num_prompts)
         for _ in range(self.epochs):
-            order = prompts[torch.randperm(len(prompts), generator=shuffle)]  # a new order every epoch
-            for minibatch in order.tensor_split(self.minibatches):
+            order = everyone[torch.randperm(len(everyone), generator=shuffle)]  # a new order every epoch
+            for part in order.tensor_split(self.minibatches):
+                minibatch = shard_prompts(batch, world_size(), part)[self.rank]
                 normalizer = self._normalizer(batch, minibatch)
                 chunks = self._even(self._chunks(batch, minibatch), batch)
                 for i, rows in enumerate(chunks):

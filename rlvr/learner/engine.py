@@ -84,10 +84,15 @@ def all_reduce(values: dict[str, float], op: str = "sum") -> dict[str, float]:
     return dict(zip(keys, t.tolist()))
 
 
-def sum_gradients(model: torch.nn.Module, bucket_bytes: int = 64 * 2**20) -> None:
-    """Sum every trainable parameter's gradient over the ranks, in flat buckets (one collective per bucket,
-    not per parameter). A parameter a rank did not touch counts as a zero gradient there."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def sum_gradients(params: list[torch.Tensor], bucket_bytes: int = 64 * 2**20) -> None:
+    """Sum the gradients of `params` over the ranks, in flat buckets (one collective per bucket, not per
+    parameter). A parameter a rank did not touch counts as a zero gradient there; one no rank touched
+    (a minibatch with no prompts) keeps no gradient, so AdamW skips it as it does on a single rank."""
+    touched = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    dist.all_reduce(touched)
+    params = [p for p, t in zip(params, touched.tolist()) if t]
+    if not params:
+        return
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -118,14 +123,20 @@ class TorchEngine:
 
     def step(self) -> float:
         if world_size() > 1:
-            sum_gradients(self.module)
+            # The optimizer's parameters: a bf16 run's gradients have moved into the fp32 masters
+            # (TorchUpdater.backward), so it is those that are summed; fp32 parameters are their own.
+            sum_gradients(self.updater.masters)
         return self.updater.step()
 
     def lr(self) -> float:
         return self.updater.lr()
 
     def full_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        return {name: p.detach().to("cpu", dtype=dtype, copy=True) for name, p in self.module.named_parameters()}
+        """From the fp32 masters where the model's parameters are bf16 compute copies: in fp32 that is the
+        trained weights bit for bit, in bf16 the compute copies (each is its master rounded)."""
+        master_of = {id(p): m for p, m in zip(self.updater.params, self.updater.masters)}
+        return {name: master_of.get(id(p), p).detach().to("cpu", dtype=dtype, copy=True)
+                for name, p in self.module.named_parameters()}
 
     def state_dict(self) -> dict:
         return self.updater.state_dict()

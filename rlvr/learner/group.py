@@ -94,20 +94,23 @@ class LearnerGroup:
         return self._all(method, [getattr(self.rank0, method).remote(*args, **kwargs)])[0]
 
 
-def shard_prompts(batch: TrainBatch, ranks: int) -> list[torch.Tensor]:
-    """Prompt rows per rank: contiguous runs with about equal completion tokens (every rank gets at least
-    one prompt when there are enough; a rank with none still joins each collective with empty work)."""
+def shard_prompts(batch: TrainBatch, ranks: int, prompts: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Prompt rows per rank: contiguous runs of `prompts` (default: all, in order) with about equal
+    completion tokens (every rank gets at least one prompt when there are enough; a rank with none still
+    joins each collective with empty work)."""
+    prompts = torch.arange(batch.num_prompts) if prompts is None else prompts
     if ranks == 1:
-        return [torch.arange(batch.num_prompts)]
+        return [prompts]
     tokens = torch.zeros(batch.num_prompts).index_add_(
-        0, batch.prompt_index_B, batch.completion_mask_B_Lc.sum(1).float())
+        0, batch.prompt_index_B, batch.completion_mask_B_Lc.sum(1).float())[prompts]
+    n = len(prompts)
     cumulative = tokens.cumsum(0)
     total = float(cumulative[-1]) if len(cumulative) else 0.0
     # rank r takes the prompts whose token midpoint falls in [r, r + 1) * total / ranks
     mid = cumulative - tokens / 2
     owner = (mid * ranks / max(total, 1e-9)).long().clamp(0, ranks - 1)
-    if batch.num_prompts >= ranks:  # enough prompts: no rank idles (balance by count where tokens are skewed)
-        owner = torch.maximum(owner, torch.arange(batch.num_prompts) - (batch.num_prompts - ranks))
-        owner = torch.minimum(owner, torch.arange(batch.num_prompts))
+    if n >= ranks:  # enough prompts: no rank idles (balance by count where tokens are skewed)
+        owner = torch.maximum(owner, torch.arange(n) - (n - ranks))
+        owner = torch.minimum(owner, torch.arange(n))
         owner = torch.cummax(owner, 0).values
-    return [(owner == r).nonzero().squeeze(1) for r in range(ranks)]
+    return [prompts[owner == r] for r in range(ranks)]

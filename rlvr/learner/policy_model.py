@@ -4,7 +4,9 @@ LoRA (Hu et al. 2022, eq. 3): a frozen weight W0 [out, in] gains a trainable low
     h = W0 x + (alpha / r) * B A x,    A [r, in] (random init), B [out, r] (zero init),
 so the adapted model starts equal to the base model. LoRA during RL is Tina's recipe (Wang et al. 2025):
 only A and B train and are saved, while the engines, which know nothing of adapters, receive the merged
-weight W0 + (alpha / r) * B A under the base model's Hugging Face names.
+weight W0 + (alpha / r) * B A under the base model's Hugging Face names. An adapted LM head (`lm_head`
+among the target modules) runs through the logits path, since the fused head reads only the base weight;
+a head tied to the embeddings is refused (its adapter cannot be merged into the shared weight).
 
 Mixed precision: with `dtype = bfloat16` the model's parameters are bf16 (the compute copies; the fp32
 master weights live in the optimizer, `rlvr/learner/optim.py`), so every matmul, the fused LM head included,
@@ -49,7 +51,25 @@ def load_policy(model_path: str, lora: LoraConfig, device: torch.device | str,
     fused_head = fused_head_matches(model, device)
     if lora.rank > 0:
         model = _with_lora(model, lora)
+        if _adapts_head(model, lora):
+            # The fused head multiplies by the head's base weight and would skip its adapter.
+            fused_head = False
     return Policy(model.to(dtype), fused_head)
+
+
+def _adapts_head(model: torch.nn.Module, lora: LoraConfig) -> bool:
+    """Whether LoRA wraps the LM head. A tied head is refused: its adapter cannot be merged into the one
+    weight it shares with the embeddings, so the engines would sample without it."""
+    from peft.tuners.lora import LoraLayer
+
+    lm = hf_model(model)
+    if not isinstance(lm.get_output_embeddings(), LoraLayer):
+        return False
+    if lm.config.get_text_config().tie_word_embeddings:
+        raise ValueError(f"learner.lora.target_modules = {list(lora.target_modules)} "
+                         "adapts the LM head, which this model ties to its input embeddings: the adapter could "
+                         "not be merged for the engines; leave the head out")
+    return True
 
 
 def fused_head_matches(model: torch.nn.Module, device: torch.device, tol: float = 1e-4) -> bool:

@@ -129,8 +129,11 @@ class DynamicSampling:
     def sample(self, prompts: PromptSource, spec: SamplingSpec) -> StepSample:
         informative, flat, drawn = [], [], []
         generate_s = reward_s = 0.0
+        # Round r of the step seeded s samples with seed s * B + r, r in 1..max_rounds: distinct over steps and
+        # rounds as long as B >= max_rounds (B = 31 before max_rounds could reach 32, kept for the same draws).
+        stride = max(31, self.max_rounds)
         for round_ in range(1, self.max_rounds + 1):
-            seeded = SamplingSpec(spec.n, spec.max_tokens, spec.temperature, spec.top_p, seed=spec.seed * 31 + round_)
+            seeded = SamplingSpec(spec.n, spec.max_tokens, spec.temperature, spec.top_p, seed=spec.seed * stride + round_)
             scored, times = self.draw(next(prompts), seeded)
             generate_s, reward_s = generate_s + times.generate_s, reward_s + times.reward_s
             drawn += scored

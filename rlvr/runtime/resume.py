@@ -47,6 +47,9 @@ _STEP = re.compile(r"^step_(\d+)$")
 
 # Keys that may differ between a run and its resumption: bookkeeping, logging and where things run.
 # Everything else changes what the continued run computes, so a difference is an error naming the key.
+# train.steps may differ: the schedules that span it keep the length they started with (the entropy
+# control's is in its state, rlvr/algorithms/entropy_control.py; the learning rate's warm-up does not
+# depend on it), so a longer run goes on at the schedule's end value.
 MAY_DIFFER = ("train.steps", "train.save_every", "train.keep_last", "train.loggers", "cluster.", "eval.every",
               "eval.n", "eval.k", "eval.temperature", "eval.max_tokens", "reward.workers", "reward.timeout_s",
               "reward.worker_memory_mb", "reward.recycle_after")

@@ -94,14 +94,21 @@ def test_cross_field_validation():
         load_config(None, ["data.batch_size=4", "algo.group_size=8", "algo.minibatches=5"])
     with pytest.raises(ConfigError, match="without loss scaling"):
         load_config(None, ["model.dtype=float16"])
-    with pytest.raises(ConfigError, match="per-sequence loss.aggregation"):
+    with pytest.raises(ConfigError, match='loss.aggregation = "seq-mean-token-mean".*not "token-mean"'):
         load_config(None, ["loss.policy=gspo"])
+    with pytest.raises(ConfigError, match='GSPO eq. 5.*not "seq-mean-token-sum-norm"'):  # length-weighted too
+        load_config(None, ["loss.policy=gspo", "loss.aggregation=seq-mean-token-sum-norm"])
+    assert load_config(None, ["loss.policy=gspo", "loss.aggregation=seq-mean-token-mean"]).loss.policy == "gspo"
     with pytest.raises(ConfigError, match="dual_clip must be > 1"):
         load_config(None, ["loss.dual_clip=0.5"])
     with pytest.raises(ConfigError, match="no meaning"):
         load_config(None, ["algo.advantage=gae", "algo.advantage_norm=group"])
     with pytest.raises(ConfigError, match="distill.teacher"):
         load_config(None, ["algo.advantage=none"])
+    distill = ["algo.advantage=none", "distill.teacher=builtin:tiny-char-teacher", "loss.kl_coef=0.1"]
+    with pytest.raises(ConfigError, match=r'algo.advantage = "none".*loss.kl_in = "reward".*loss.kl_coef'):
+        load_config(None, distill + ["loss.kl_in=reward"])
+    assert load_config(None, distill + ["loss.kl_in=loss"]).loss.kl_in == "loss"
     assert load_config(None, ["eval.n=4", "eval.k=[1, 4]"]).eval.k == (1, 4)
     with pytest.raises(ConfigError, match=r"eval.k = \[1, 8\]: each k must lie in 1..eval.n \(4\)"):
         load_config(None, ["eval.n=4", "eval.k=[1, 8]"])

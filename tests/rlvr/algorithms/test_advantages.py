@@ -25,17 +25,20 @@ def test_dr_grpo_and_rloo_hand_computed():
 
 def test_reinforce_pp_whitens_over_the_batch():
     rewards = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    # no baseline: batch mean 0.75, unbiased std sqrt(0.25) = 0.5
+    # per-rollout whitening (advantage_norm "batch"): batch mean 0.75, unbiased std sqrt(0.25) = 0.5
     expected = torch.tensor([[0.5, 0.5], [-1.5, 0.5]])
-    assert torch.allclose(group_advantages(rewards, "reinforce_pp"), expected, atol=1e-5)
+    assert torch.allclose(group_advantages(rewards, "reinforce_pp", "batch"), expected, atol=1e-5)
     # an all-correct group keeps a positive advantage, unlike every group baseline
+    # the paper's token whitening needs the tokens: at [P, G] the estimator gives r - b (token_advantages scales)
+    assert torch.equal(group_advantages(rewards, "reinforce_pp"), rewards)
 
 
 def test_reinforce_pp_baseline_subtracts_the_group_then_whitens():
     rewards = torch.tensor([[1.0, 0.0], [3.0, 3.0]])
     # group-centred: [0.5, -0.5, 0, 0]; batch mean 0, unbiased std sqrt(0.5 / 3)
     expected = torch.tensor([[0.5, -0.5], [0.0, 0.0]]) / math.sqrt(0.5 / 3)
-    assert torch.allclose(group_advantages(rewards, "reinforce_pp_baseline"), expected, atol=1e-5)
+    assert torch.allclose(group_advantages(rewards, "reinforce_pp_baseline", "batch"), expected, atol=1e-5)
+    assert torch.allclose(group_advantages(rewards, "reinforce_pp_baseline"), expected * math.sqrt(0.5 / 3))
 
 
 def test_norm_scope_overrides_the_estimators_default():
@@ -89,6 +92,9 @@ def test_gae_with_lambda_one_and_no_discount_is_the_return_minus_the_value():
 def test_entropy_control():
     linear = EntropyControl("linear", 0.01, coef_end=0.0, total_steps=11)
     assert [round(linear.value(s), 6) for s in (0, 5, 10, 20)] == [0.01, 0.005, 0.0, 0.0]
+    resumed = EntropyControl("linear", 0.01, coef_end=0.0, total_steps=101)  # train.steps changed on resume
+    resumed.restore(linear.state())
+    assert [round(resumed.value(s), 6) for s in (5, 10, 50)] == [0.005, 0.0, 0.0]  # the schedule it started with
     adaptive = EntropyControl("adaptive", 0.0, target=1.0, lr=0.1)
     adaptive.update(0.5)  # below target: the bonus grows
     assert adaptive.value(0) == pytest.approx(0.05)

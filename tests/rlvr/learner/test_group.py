@@ -54,16 +54,19 @@ def _weights(ray, group):
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("backend,stage", [("torch", 0), pytest.param("deepspeed", 2, marks=pytest.mark.slow),
-                                           ("deepspeed", 3)])
-def test_two_ranks_make_the_update_of_one(ray_cluster, tiny_model, tmp_path, backend, stage):
+@pytest.mark.parametrize("backend,stage,dtype,minibatches", [
+    ("torch", 0, "float32", 1), ("torch", 0, "bfloat16", 1), ("torch", 0, "float32", 2),
+    pytest.param("deepspeed", 2, "float32", 1, marks=pytest.mark.slow), ("deepspeed", 3, "float32", 1)])
+def test_two_ranks_make_the_update_of_one(ray_cluster, tiny_model, tmp_path, backend, stage, dtype, minibatches):
     """Same loss, gradient norm and weights from 2 ranks as from 1 on the whole batch, with micro-batches
     (uneven work per rank: the padding micro-batches keep the collectives in step), and on a batch of one
-    prompt (rank 1 idle: it joins every collective with nothing to add)."""
+    prompt (rank 1 idle: it joins every collective with nothing to add). With 2 minibatches and 2 epochs
+    the ranks split the one shuffled prompt list alike, so minibatch j is the single rank's. In bf16 the sum runs over the
+    fp32 master gradients; the tolerances are bf16's (a rank's forward rounds its own micro-batches)."""
     ray = ray_cluster
     batch = _batch(tiny_model)
     one_prompt = batch.select_prompts(torch.tensor([1]))
-    kwargs = dict(micro_batch_size=2, minibatches=1)
+    kwargs = dict(micro_batch_size=2, minibatches=minibatches, epochs=minibatches, dtype=dtype)
     if backend == "deepspeed":
         kwargs |= dict(backend="deepspeed", zero_stage=stage)
     results = []
@@ -77,10 +80,16 @@ def test_two_ranks_make_the_update_of_one(ray_cluster, tiny_model, tmp_path, bac
         for a in group.actors:
             ray.kill(a)
     (one, w1, lp1), (two, w2, lp2) = results
+    # bf16: step 0 is the same update up to the rounding of each rank's own micro-batches; after it, Adam's
+    # first steps (about lr per weight whatever the gradient's size) turn that rounding into weight noise.
+    rel, later, weights, logprobs = (1e-4, 1e-4, 1e-6, 1e-5) if dtype == "float32" else (1e-3, 3e-2, 1e-3, 5e-2)
+    if minibatches > 1:  # 12 Adam steps at lr 1e-2 magnify the ranks' other summation order in the log-probs
+        logprobs = 5e-4
     for step in range(3):
-        assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-4, abs=1e-7)
-        assert two[step]["grad_norm"] == pytest.approx(one[step]["grad_norm"], rel=1e-4)
-        assert two[step]["entropy"] == pytest.approx(one[step]["entropy"], rel=1e-4)
-    assert (w1 - w2).abs().mean() <= 1e-6
-    assert torch.allclose(lp1, lp2, atol=1e-5)  # the group's log-probs: each rank scored its share
+        tol = rel if step == 0 else later
+        assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=tol, abs=1e-7)
+        assert two[step]["grad_norm"] == pytest.approx(one[step]["grad_norm"], rel=tol)
+        assert two[step]["entropy"] == pytest.approx(one[step]["entropy"], rel=tol)
+    assert (w1 - w2).abs().mean() <= weights
+    assert torch.allclose(lp1, lp2, atol=logprobs)  # the group's log-probs: each rank scored its share
     assert one[1]["memory/learner_peak_gb"] > 0

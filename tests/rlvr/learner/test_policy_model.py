@@ -90,6 +90,35 @@ def test_fused_head_of_a_lora_model_equals_its_logits_path(tiny_model):
     assert (fused - logprobs(base, data)).abs().max() > 1e-3  # the adapters are in the fused path
 
 
+def test_an_adapted_lm_head_trains_through_the_logits_path(tiny_model, tmp_path):
+    """The fused head multiplies by the head's base weight, so a head adapter needs the logits path; a head
+    tied to the embeddings is refused (the merged weights could not carry its adapter)."""
+    head_lora = LoraConfig(rank=4, alpha=8.0, target_modules=("q_proj", "lm_head"))
+    with pytest.raises(ValueError, match=r"learner.lora.target_modules = \['q_proj', 'lm_head'\].*ties"):
+        load_policy(tiny_model, head_lora, CPU)
+    untied = AutoModelForCausalLM.from_pretrained(tiny_model)
+    untied.config.tie_word_embeddings = False
+    untied.lm_head.weight = torch.nn.Parameter(untied.lm_head.weight.detach().clone())
+    untied.save_pretrained(tmp_path / "untied")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "untied")
+    torch.manual_seed(0)
+    policy = load_policy(str(tmp_path / "untied"), head_lora, CPU)
+    assert not policy.fused_head
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lm_head" in name and "lora_B" in name:
+                p.normal_(0, 0.5)
+    data = batch()
+    got, full = logprobs(policy, data), logprobs(policy, data, fused=False)
+    torch.testing.assert_close(got, full, atol=2e-5, rtol=0)
+    assert (logprobs(policy, data, fused=True) - full).abs().max() > 1e-2  # what the fused head would miss
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "untied")
+    merged.load_state_dict(named_weights(policy.model, torch.float32))
+    ids = torch.tensor([PROMPTS[2]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, policy.model(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
 def test_export_is_a_plain_hf_folder_and_the_adapter_reloads(tiny_model, tmp_path):
     from peft import PeftModel
 
@@ -228,3 +257,18 @@ def test_lora_grpo_raises_the_sampled_reward(ray_cluster, tmp_path):
     assert last - first >= 0.05, rewards
     keys = load_file(tmp_path / "model.safetensors")  # the final export: plain HF names, adapters merged
     assert keys and not [k for k in keys if "lora" in k or "base_layer" in k]
+
+
+def test_bf16_checkpoint_model_holds_the_fp32_masters(tiny_model, tmp_path):
+    """`model/` of a resumable checkpoint is what `rlvr eval` reads: the trained fp32 masters, not the bf16
+    compute copy upcast (which drops the updates smaller than a bf16 ulp)."""
+    learner = Learner.__ray_actor_class__(tiny_model, optim=OptimSpec(lr=1e-4), loss=LossConfig(), threads=2,
+                                          dtype="bfloat16")
+    learner.train_step(batch())
+    learner.save_state(str(tmp_path / "state"))
+    saved = load_file(tmp_path / "state" / "model" / "model.safetensors")
+    updater = learner.updater.updater
+    masters = {n: m for (n, _), m in zip(learner.model.named_parameters(), updater.masters)}
+    assert {t.dtype for t in saved.values()} == {torch.float32}
+    assert all(torch.equal(saved[n], masters[n]) for n in masters)
+    assert any(not torch.equal(masters[n], masters[n].to(torch.bfloat16).float()) for n in masters)  # bits bf16 lacks

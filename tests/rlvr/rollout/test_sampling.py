@@ -70,6 +70,24 @@ def test_all_correct_groups_that_differ_only_by_length_are_filtered():
     assert step.informative_groups == 0 and step.topped_up_groups == 4
 
 
+@pytest.mark.parametrize("max_rounds", [4, 50])
+def test_round_seeds_differ_across_steps_and_rounds(max_rounds):
+    """No two draws of a run share a seed: with 50 rounds, round 32 of one step was round 1 of the next."""
+    seeds = []
+
+    def all_wrong(samples, spec):
+        seeds.append(spec.seed)
+        return [group(s, [0.0, 0.0]) for s in samples], StageTimes(0.0, 0.0)
+
+    sampler = DynamicSampling(all_wrong, JUDGE, batch_size=4, max_rounds=max_rounds)
+    prompts = PromptStream(SAMPLES, 4, seed=1)
+    for step in range(10):  # the step seeds of rlvr/train.py
+        sampler.sample(prompts, SamplingSpec(n=2, max_tokens=4, seed=7 * 100_003 + step))
+    assert len(seeds) == 10 * max_rounds and len(set(seeds)) == len(seeds)
+    if max_rounds < 32:  # the default draws are the ones runs made before the fix
+        assert seeds[:2] == [(7 * 100_003) * 31 + 1, (7 * 100_003) * 31 + 2]
+
+
 @pytest.mark.ray
 def test_a_stuck_engine_is_an_error_naming_it(ray_cluster):
     """Generation has a deadline: an engine that never finishes its stream is named, not waited on forever."""
