@@ -194,8 +194,8 @@ def engines_asleep(workers: list, plan: Placement, timeout_s: float) -> Iterator
         _each([w.wake_up.remote() for w in workers], "wake_up", timeout_s)
 
 
-def _each(refs: list, method: str, timeout_s: float) -> None:
-    """Wait for one call per engine (`method` names it in errors), all within `timeout_s`."""
+def _each(refs: list, call: str, timeout_s: float) -> None:
+    """Wait for one call per engine (`call` names it in errors), all within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     for e, ref in enumerate(refs):
-        wait(ref, role=f"rollout engine {e}", call=method, timeout_s=max(0.0, deadline - time.monotonic()))
+        wait(ref, role=f"rollout engine {e}", call=call, timeout_s=max(0.0, deadline - time.monotonic()))

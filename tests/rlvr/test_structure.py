@@ -112,3 +112,23 @@ def test_every_role_folder_is_a_package():
     for folder in (REPO / "rlvr").iterdir():
         if folder.is_dir() and folder.name != "__pycache__":
             assert (folder / "__init__.py").exists(), folder
+
+
+def _string_rpc(tree: ast.AST) -> list[int]:
+    """Lines that call an actor method named by a string (`getattr(handle, name).remote(...)`) or take a
+    method's name as a parameter (`method: str`)."""
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "remote"
+                and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "id", "") == "getattr"):
+            found.append(node.lineno)
+        if isinstance(node, ast.arg) and node.arg == "method" and ast.unparse(node.annotation or ast.Name("")) == "str":
+            found.append(node.lineno)
+    return found
+
+
+def test_no_method_names_passed_as_strings():
+    """Actors are called through typed methods (STYLE.md 3): no string RPC anywhere in the package."""
+    found = {m: lines for m, path in MODULES.items() if (lines := _string_rpc(ast.parse(path.read_text())))}
+    assert not found, f"string RPC at {found}"
+    assert _string_rpc(ast.parse("getattr(a, name).remote(1)\ndef sft(self, method: str): ...")) == [1, 2]
