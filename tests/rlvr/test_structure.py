@@ -132,3 +132,27 @@ def test_no_method_names_passed_as_strings():
     found = {m: lines for m, path in MODULES.items() if (lines := _string_rpc(ast.parse(path.read_text())))}
     assert not found, f"string RPC at {found}"
     assert _string_rpc(ast.parse("getattr(a, name).remote(1)\ndef sft(self, method: str): ...")) == [1, 2]
+
+
+def _attributes_made_outside_init(tree: ast.AST) -> list[str]:
+    """`Class.method.attr` for every `self.attr = ...` in a method when `__init__` does not create `attr`
+    (dataclasses declare their fields and are skipped)."""
+    found = []
+    for cls in (n for n in ast.walk(tree)
+                if isinstance(n, ast.ClassDef) and not any("dataclass" in ast.unparse(d) for d in n.decorator_list)):
+        methods = [f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+        def stored(f):
+            return {n.attr for n in ast.walk(f) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+                    and isinstance(n.value, ast.Name) and n.value.id == "self"}
+
+        made = set().union(*(stored(f) for f in methods if f.name == "__init__"))
+        found += [f"{cls.name}.{f.name}.{a}" for f in methods if f.name != "__init__" for a in sorted(stored(f) - made)]
+    return found
+
+
+def test_learner_and_sync_attributes_are_created_in_init():
+    found = {m: a for m, path in MODULES.items() if m.startswith(("rlvr.learner", "rlvr.sync"))
+             and (a := _attributes_made_outside_init(ast.parse(path.read_text())))}
+    assert not found, found
+    assert _attributes_made_outside_init(ast.parse("class A:\n    def f(self):\n        self.x = 1\n")) == ["A.f.x"]
