@@ -33,7 +33,7 @@ from rlvr.runtime.placement import engines_asleep, place
 from rlvr.runtime.remote import wait_all
 from rlvr.runtime.resume import Checkpoints, Parts
 from rlvr.scoring.correctness import Correctness, correctness_label
-from rlvr.scoring.service import build_reward_service
+from rlvr.scoring.service import ShaperStates, build_reward_service
 from rlvr.sync.build import build_weight_sync
 
 SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
@@ -97,7 +97,8 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
         failures = RewardFailures(logger.print)
         try:
             prompts = build_prompt_source(cfg.curriculum, splits.train, cfg.data.batch_size, cfg.train.seed, tracker)
-            parts = Parts(learner, stage, reward_service, tracker, prompts)
+            shapers = ShaperStates(reward_service, cfg.cluster.call_timeout_s)  # the reward shapers' resumable state
+            parts = Parts(learner, stage, shapers, tracker, prompts)
             if resumed:
                 logger.print(f"resuming at step {start} from {resumed.path}: SFT and the evaluation before RL are skipped")
                 records = resumed.restore(parts)
@@ -176,15 +177,15 @@ def cold_start(cfg: Config, learner, samples, logger: MetricsLogger) -> dict:
     s = cfg.sft
     optim = OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, decay_steps=max(0, s.steps - s.warmup_steps),
                       grad_clip=cfg.learner.grad_clip)
-    learner.sft(
-        "start_sft", samples, batch_size=s.batch_size, prompt_template=cfg.data.prompt_template,
+    learner.start_sft(
+        samples, batch_size=s.batch_size, prompt_template=cfg.data.prompt_template,
         system_prompt=cfg.data.system_prompt, response_template=s.response_template, optim=optim, seed=s.seed,
     )
     logger.stage("SFT", s.steps)
     start, metrics = time.perf_counter(), {}
     for done in range(0, s.steps, SFT_CHUNK):
         n = min(SFT_CHUNK, s.steps - done)
-        metrics = learner.sft("sft_steps", n)
+        metrics = learner.sft_steps(n)
         logger.advance(f"loss {metrics['sft/loss']:.3f}", steps=n)
     write_json_atomic(Path(logger.path).parent / "sft.json", metrics)
     return {"sft/final_loss": metrics.get("sft/loss"), "sft/wall_s": time.perf_counter() - start}

@@ -3,43 +3,46 @@
 It computes per-token log-probs and entropies with the fused kernels of `rlvr.kernels` (the LM head is
 applied tile by tile, never materialising [tokens, vocab] logits; `rlvr/learner/forward.py`) and the policy loss
 with the objective table of `rlvr/algorithms/losses.py`. It also runs the cold-start SFT stage and hands out its
-weights for sync. Forwards run without dropout (`policy_model.without_dropout`): pi_old and pi must be the
+weights for sync (through `rlvr/sync/handout.py`, from one seam, `_weights`). Forwards run without dropout (`policy_model.without_dropout`): pi_old and pi must be the
 same function of the weights for the ratio to mean anything.
 
 Several learners form a data-parallel group (`rlvr/learner/group.py`): each rank trains on its share of
 a step's prompts, every loss normaliser and metric is summed over the ranks, and the engine
 (`rlvr/learner/engine.py`: torch, or DeepSpeed ZeRO 0-3) sums the gradients, so N ranks make the update
 one rank would make on the whole batch. The frozen reference policy is not here: its log-probs arrive in
-the batch (`ref_logprobs_B_Lc`, from the reference actor of `rlvr/algorithms/estimate.py`).
+the batch (`ref_logprobs_B_Lc`, from the reference actor of `rlvr/algorithms/estimate.py`). Terms that
+need pi_old (distillation) are per-token advantage terms (`rlvr/algorithms/token_advantages.py`) added to
+the advantage the loss table receives. The resumable state is the engine's to write (optimizer, scheduler),
+beside the weights, RNG and counters written here; no code here asks which engine it runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import random
 import time
 from pathlib import Path
 
 import ray
 import torch
 
-from rlvr.algorithms.batch import TrainBatch, pack, per_token
+from rlvr.algorithms.batch import TrainBatch, per_token
 from rlvr.algorithms.entropy_control import EntropyControl
 from rlvr.algorithms.losses import LossInputs, LossStats, compute_loss
+from rlvr.algorithms.token_advantages import TokenAdvantage
 from rlvr.config import LoraConfig, LossConfig
-from rlvr.data.sources import chat_prompt_ids
-from rlvr.learner.engine import all_reduce, join_group, make_engine, world_size
+from rlvr.learner.engine import LearnerEngine, all_reduce, join_group, make_engine, world_size
 from rlvr.learner.forward import checkpoint_layers, token_logprobs
 from rlvr.learner.group import shard_prompts
 from rlvr.learner.memory import PeakMemory
 from rlvr.learner.micro_batches import micro_batches
-from rlvr.learner.optim import OptimSpec, TorchUpdater
+from rlvr.learner.optim import OptimSpec
 from rlvr.learner.policy_model import export_hf, is_lora, load_adapter, load_policy, named_weights, save_adapter
+from rlvr.learner.sft import ColdStart
 from rlvr.runtime.checkpoint import save_hf_atomic
 from rlvr.runtime.remote import free_port
+from rlvr.sync.handout import WeightHandout
 from rlvr.types import Sample
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -63,7 +66,7 @@ class Learner:
         mismatch: str = "none",
         norm_length: int = 1,
         entropy: EntropyControl | None = None,
-        distill_coef: float = 0.0,
+        token_advantages: tuple[TokenAdvantage, ...] = (),
         backend: str = "torch",
         zero_stage: int = 2,
         lora: LoraConfig = LoraConfig(),
@@ -88,12 +91,15 @@ class Learner:
         self.micro_batch_size, self.max_tokens = micro_batch_size, max_tokens_per_micro_batch
         self.checkpointed = activation_checkpointing and checkpoint_layers(self.model) > 0
         self.epochs, self.minibatches = epochs, minibatches
-        self.mismatch, self.norm_length, self.distill_coef = mismatch, norm_length, distill_coef
+        self.mismatch, self.norm_length, self.token_advantages = mismatch, norm_length, token_advantages
         self.entropy = entropy or EntropyControl("constant", loss.entropy_coef)
         self.optim, self.backend, self.zero_stage = optim, backend, zero_stage
-        self.updater = None  # the learner engine, built by set_reference() when RL starts
+        self.updater: LearnerEngine | None = None  # the learner engine, built by set_reference() when RL starts
         self.steps, self.seed, self.rank = 0, seed, 0
         self.peak = PeakMemory(self.device)
+        self.sft: ColdStart | None = None  # the cold-start SFT, set up by start_sft()
+        self._gathered: dict[str, torch.Tensor] | None = None  # rank 0's ZeRO-3 gather for one sync or save
+        self.handout = WeightHandout(self._weights, self.compute_dtype)  # the weights, to every sync transport
         if not self.fused_head:
             print("learner: the LM head is not a plain linear map of the last hidden state (scaled, soft-capped, "
                   "biased or LoRA-adapted); log-probs use the full logits instead of the fused head", flush=True)
@@ -141,6 +147,9 @@ class Learner:
         if world_size() > 1:
             for p in self.model.parameters():
                 torch.distributed.broadcast(p.data, src=0)
+        self._start_engine()
+
+    def _start_engine(self) -> None:
         self.updater = make_engine(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
         self.model = self.updater.module
 
@@ -162,7 +171,7 @@ class Learner:
         self.model.train()
         prompts = torch.arange(batch.num_prompts) if prompts is None else prompts
         stats, mismatch, grad_norms = LossStats(), _Mismatch(), []
-        distill = {"gap": 0.0, "tokens": 0.0}  # sum of log pi_old - log pi_teacher over tokens, tokens
+        term_sums = [{} for _ in self.token_advantages]  # each term's additive sums, over micro-batches
         old_all = None
         if self.epochs * self.minibatches > 1:
             # Several optimizer steps per batch: the ratio needs pi_old, the policy before any of them.
@@ -192,12 +201,12 @@ class Learner:
                     else:
                         old = old_all[rows, : mask.shape[1]].to(self.device)
                     advantages = sub.advantages_B_Lc.to(self.device)
-                    if sub.teacher_logprobs_B_Lc is not None:
-                        gap = torch.where(mask, old - sub.teacher_logprobs_B_Lc.to(self.device), 0.0)
-                        advantages = advantages - self.distill_coef * gap  # minus the per-token reverse KL
+                    for term, sums in zip(self.token_advantages, term_sums):  # terms that need pi_old
+                        addend, micro_sums = term(sub, old, mask)
+                        advantages = advantages + addend
                         if not empty:
-                            distill["gap"] += float(gap.sum())
-                            distill["tokens"] += float(mask.sum())
+                            for key, value in micro_sums.items():
+                                sums[key] = sums.get(key, 0.0) + value
                     ref = sub.ref_logprobs_B_Lc.to(self.device) if sub.ref_logprobs_B_Lc is not None else None
                     inputs = LossInputs(
                         logprobs, old, sub.sampler_logprobs_B_Lc.to(self.device), advantages, mask, normalizer,
@@ -212,9 +221,8 @@ class Learner:
                 grad_norms.append(self.updater.step())
         self.steps += 1
         out = _reduce_stats(stats).result(optimizer_steps=len(grad_norms)) | mismatch.result()
-        distill = all_reduce(distill)
-        if distill["tokens"]:
-            out["distill/kl"] = distill["gap"] / distill["tokens"]  # k1 estimate of KL(pi_old || pi_teacher), nats/token
+        for term, sums in zip(self.token_advantages, term_sums):
+            out |= term.metrics(all_reduce(sums))
         out["grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
         out["entropy/coef"] = coef
         self.entropy.update(out.get("entropy", 0.0))
@@ -232,44 +240,26 @@ class Learner:
             local = float(len(rows))
         return all_reduce({"n": local})["n"]
 
-    # ---- cold-start SFT ----
+    # ---- cold-start SFT (rlvr/learner/sft.py) ----
     def start_sft(self, samples: list[Sample], *, batch_size: int, prompt_template: str, system_prompt: str,
                   response_template: str, optim: OptimSpec, seed: int) -> int:
-        """Tokenise (prompt, answer) pairs once; `sft_steps` then trains on shuffled batches of them."""
-        eos = self.tokenizer.eos_token_id
-        self._sft_pairs = [
-            (chat_prompt_ids(self.tokenizer, s, prompt_template, system_prompt),
-             self.tokenizer.encode(response_template.replace("{answer}", s.answer), add_special_tokens=False) + [eos])
-            for s in samples
-        ]
-        self._sft_batch_size, self._sft_rng = batch_size, random.Random(seed)
-        # The cold start is for small models: plain torch whatever learner.backend says.
-        self._sft_updater = TorchUpdater(self.model, optim)
-        return len(self._sft_pairs)
+        """Tokenise (prompt, answer) pairs once; `sft_steps` then trains on shuffled batches of them.
+        Returns the number of pairs."""
+        self.sft = ColdStart(self.model, self.tokenizer, lambda batch: self._logprobs(self.model, batch)[0], samples,
+                             batch_size=batch_size, prompt_template=prompt_template, system_prompt=system_prompt,
+                             response_template=response_template, optim=optim, seed=seed)
+        return len(self.sft)
 
     def sft_steps(self, n: int) -> dict[str, float]:
         """n supervised steps (cross-entropy on answer tokens); returns the mean loss and token accuracy."""
-        self.model.train()
-        losses, correct, total = [], 0, 0
-        for _ in range(n):
-            pairs = self._sft_rng.sample(self._sft_pairs, self._sft_batch_size)
-            batch = pack([p for p, _ in pairs], [a for _, a in pairs], list(range(len(pairs))),
-                         [()] * len(pairs), [0.0] * len(pairs))
-            logprobs, _ = self._logprobs(self.model, batch)
-            mask = batch.completion_mask_B_Lc.to(self.device)
-            loss = -(logprobs * mask).sum() / mask.sum()
-            self._sft_updater.backward(loss)
-            self._sft_updater.step()
-            losses.append(loss.item())
-            correct += int(((logprobs > math.log(0.5)) & mask).sum())
-            total += int(mask.sum())
-        return {"sft/loss": sum(losses) / len(losses), "sft/token_acc_p50": correct / total,
-                "sft/lr": self._sft_updater.lr()}
+        if self.sft is None:
+            raise RuntimeError("sft_steps before start_sft")
+        return self.sft.steps(n)
 
-    # ---- weights (transports in rlvr/sync/transports.py) ----
+    # ---- weights: one seam (`_weights`), handed to every transport by rlvr/sync/handout.py ----
     def gather_weights(self) -> None:
         """Every rank joins the gather of the full weights (a collective under ZeRO-3); rank 0 keeps them for
-        `named_weights` and `save`. Other engines need no gather: rank 0 has the full weights."""
+        `_weights` and `save`. Other engines need no gather: rank 0 has the full weights."""
         full = self.updater.full_weights(self.compute_dtype) if self.updater is not None else None
         self._gathered = full if self.rank == 0 else None
 
@@ -277,49 +267,37 @@ class Learner:
         """The full weights this learner hands out (HF names): rank 0's ZeRO-3 gather when one was made for
         this sync (`gather_weights`), LoRA's merged weights, else the model's own parameters. Every transport
         reads them here."""
-        gathered = getattr(self, "_gathered", None)
-        if gathered is not None:
-            return list(gathered.items())
+        if self._gathered is not None:
+            return list(self._gathered.items())
         if is_lora(self.model):  # W0 + scale * B A under the base model's names (rlvr/learner/policy_model.py)
             return list(named_weights(self.model, self.compute_dtype, device=str(self.device)).items())
         return list(self.model.named_parameters())
 
     def named_weights(self) -> dict[str, torch.Tensor]:
-        """HF-named parameters (tied weights once, LoRA merged) on CPU in the engines' dtype, for the
-        object-store sync."""
-        return {name: p.detach().to("cpu", dtype=self.compute_dtype, copy=True) for name, p in self._weights()}
+        """HF-named parameters on CPU in the engines' dtype (the object-store sync, pi_ref, the critic)."""
+        return self.handout.named_weights()
 
     def write_shared_weights(self):
         """Write the weights into this learner's shared-memory file; returns its `Manifest`."""
-        from rlvr.sync.shared_memory import SharedWeightsWriter
-
-        weights = self._weights()
-        if getattr(self, "_shared_weights", None) is None:  # the file is made on the first sync, and kept
-            self._shared_weights = SharedWeightsWriter(weights, self.compute_dtype,
-                                                       ray.get_runtime_context().get_node_id())
-        return self._shared_weights.write(weights)
+        return self.handout.write_shared()
 
     def unlink_shared_weights(self) -> None:
-        self._shared_weights.unlink()
+        self.handout.unlink_shared()
 
     def init_weight_sender(self, workers: list, tp_sizes: list[int], backend: str = "nccl",
                            timeout_s: float = 600.0) -> None:
         """Open the weight-transfer group with the engines (rlvr/sync/transports.py `open_weight_sender`)."""
-        from rlvr.sync.transports import open_weight_sender
-
-        self._sender = open_weight_sender(self._weights, workers, tp_sizes, backend=backend, dtype=self.compute_dtype,
-                                          timeout_s=timeout_s)
+        self.handout.open_sender(workers, tp_sizes, backend, timeout_s)
 
     def send_weights(self) -> None:
-        self._sender.send_weights()
+        self.handout.send()
 
     def save(self, out_dir: str) -> str:
         """A plain Hugging Face folder in the run's dtype, LoRA adapters merged in; rank 0 writes (under
         ZeRO-3 from the weights the ranks gathered, `gather_weights`)."""
         if self.rank != 0:
             return out_dir
-        state = getattr(self, "_gathered", None)
-        self._gathered = None
+        state, self._gathered = self._gathered, None
         if state is not None:
             save_hf_atomic(self.model, self.tokenizer, out_dir, state_dict=state)
             return out_dir
@@ -336,9 +314,9 @@ class Learner:
         """Everything this rank needs to continue RL exactly (rlvr/runtime/resume.py); every rank gets the same call.
 
         Rank 0 writes the fp32 master weights as a plain HF folder (model/; under ZeRO-3 gathered, a
-        collective; a LoRA run's merged, with the adapter itself in adapter/); each rank writes its
-        optimizer and scheduler (rank_R/updater.pt; under DeepSpeed, its own `save_checkpoint` format in
-        deepspeed/, a collective call), its torch RNG, the step counter that seeds the minibatch shuffle,
+        collective; a LoRA run's merged, with the adapter itself in adapter/); each rank's engine writes its
+        optimizer and scheduler (`LearnerEngine.save_state`: torch's rank_R/updater.pt, DeepSpeed's own
+        format in deepspeed/), and each rank its torch RNG, the step counter that seeds the minibatch shuffle,
         and the entropy control's coefficient. pi_ref is the reference
         actor's, saved by the advantage stage (rlvr/algorithms/estimate.py `WithReference`).
         """
@@ -347,20 +325,16 @@ class Learner:
         out, rank = Path(out_dir), self.rank
         mine = out / f"rank_{rank}"
         mine.mkdir(parents=True, exist_ok=True)
-        sharded = getattr(self.updater, "zero_stage", 0) == 3
         if is_lora(self.model):  # (LoRA never runs under ZeRO-3: config.py refuses it)
             if rank == 0:
                 export_hf(self.model, self.tokenizer, out / "model", torch.float32)  # merged, for `rlvr eval`
                 save_adapter(self.model, self.tokenizer, out / "adapter")  # all that training changes
-        elif rank == 0 or sharded:
+        elif rank == 0 or self.updater.sharded:
             weights = self.updater.full_weights(torch.float32)  # fp32: the master weights, bit for bit
             if rank == 0:
                 self.model.save_pretrained(out / "model", state_dict=weights)
                 self.tokenizer.save_pretrained(out / "model")
-        if self.backend == "deepspeed":
-            self.updater.save_checkpoint(out / "deepspeed")
-        else:
-            torch.save(self.updater.state_dict(), mine / "updater.pt")
+        self.updater.save_state(out, rank)
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         torch.save(rng, mine / "rng.pt")
         (mine / "learner.json").write_text(json.dumps({"steps": self.steps, "entropy": self.entropy.state()}) + "\n")
@@ -379,12 +353,8 @@ class Learner:
             load_adapter(self.model, src / "adapter")
         else:
             self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(src / "model", dtype=torch.float32).state_dict())
-        self.updater = make_engine(self.backend, self.model, self.optim, self.zero_stage, self.compute_dtype)
-        self.model = self.updater.module
-        if self.backend == "deepspeed":
-            self.updater.load_checkpoint(src / "deepspeed")
-        else:
-            self.updater.load_state_dict(torch.load(mine / "updater.pt", weights_only=True))
+        self._start_engine()
+        self.updater.load_state(src, rank)
         rng = torch.load(mine / "rng.pt", weights_only=True)
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():

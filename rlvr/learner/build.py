@@ -17,6 +17,7 @@ from rlvr.algorithms.estimate import (
     WithReference,
     WithTeacher,
 )
+from rlvr.algorithms.token_advantages import Distillation
 from rlvr.config import Config
 from rlvr.learner.actor import Learner
 from rlvr.learner.critic import Critic
@@ -65,7 +66,7 @@ def build_learner(cfg: Config, model_path: str, options: list[dict]) -> LearnerG
             norm_length=norm_length(cfg),
             entropy=EntropyControl(cfg.loss.entropy_schedule, cfg.loss.entropy_coef, cfg.loss.entropy_coef_end,
                                    cfg.loss.entropy_target, cfg.loss.entropy_lr, cfg.train.steps),
-            distill_coef=cfg.distill.coef if cfg.distill.teacher else 0.0,
+            token_advantages=(Distillation(cfg.distill.coef),) if cfg.distill.teacher else (),
             backend=l.backend,
             zero_stage=l.zero_stage,
             lora=l.lora,

@@ -7,7 +7,9 @@
 The trunk starts from the policy's weights (after SFT) or any Hugging Face folder; the head is a fresh
 zero-initialised linear map, so the first values are 0 and the first advantages are the returns. V(s_t)
 is read from the hidden state that predicts completion token t (`forward.completion_states`), the same
-positions the policy's log-probs come from. Trained with PPO's clipped value loss (`losses.value_loss`).
+positions the policy's log-probs come from. Trained with PPO's clipped value loss (`losses.value_loss`)
+through the learner's engine protocol (`rlvr/learner/engine.py`: torch, or DeepSpeed ZeRO), so its
+optimizer, schedule and resumable state are the policy's code; one rank today.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import torch
 
 from rlvr.algorithms.batch import TrainBatch, per_token
 from rlvr.algorithms.losses import LossStats, value_loss
+from rlvr.learner.engine import LearnerEngine, make_engine
 from rlvr.learner.forward import completion_states
 from rlvr.learner.micro_batches import micro_batches
-from rlvr.learner.optim import OptimSpec, TorchUpdater
+from rlvr.learner.optim import OptimSpec
 from rlvr.learner.policy_model import without_dropout
 
 
@@ -42,7 +45,8 @@ class ValueModel(torch.nn.Module):
 @ray.remote
 class Critic:
     def __init__(self, model_path: str, *, optim: OptimSpec, value_clip: float | None = 0.2, epochs: int = 1,
-                 micro_batch_size: int = 64, device: str = "cpu", threads: int = 0, seed: int = 0) -> None:
+                 micro_batch_size: int = 64, backend: str = "torch", zero_stage: int = 2, device: str = "cpu",
+                 threads: int = 0, seed: int = 0) -> None:
         from transformers import AutoModelForCausalLM
 
         if threads:
@@ -50,10 +54,11 @@ class Critic:
         torch.manual_seed(seed)
         self.device = torch.device(device)
         lm = without_dropout(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32))
-        self.model = ValueModel(lm.base_model, lm.config.get_text_config().hidden_size).to(self.device)
+        model = ValueModel(lm.base_model, lm.config.get_text_config().hidden_size).to(self.device)
         self.prefix = lm.base_model_prefix + "."
         del lm  # the LM head is not needed
-        self.updater = TorchUpdater(self.model, optim)
+        self.engine: LearnerEngine = make_engine(backend, model, optim, zero_stage, torch.float32)
+        self.model = self.engine.module
         self.value_clip, self.epochs, self.micro_batch_size = value_clip, epochs, micro_batch_size
 
     def load_policy_weights(self, weights: dict[str, torch.Tensor]) -> int:
@@ -78,14 +83,15 @@ class Critic:
         stats, normalizer, grad_norms = LossStats(), float(batch.num_completion_tokens), []
         groups = max(1, self.micro_batch_size // max(1, len(batch) // max(1, batch.num_prompts)))
         for _ in range(self.epochs):
-            for rows in torch.arange(batch.num_prompts).split(groups):
+            parts = torch.arange(batch.num_prompts).split(groups)
+            for i, rows in enumerate(parts):
                 sub = batch.select_prompts(rows)
                 mask = sub.completion_mask_B_Lc.to(self.device)
                 loss, micro = value_loss(self.model(sub, self.device), sub.values_B_Lc.to(self.device),
                                          sub.returns_B_Lc.to(self.device), mask, self.value_clip, normalizer)
-                self.updater.backward(loss)
+                self.engine.backward(loss * self.engine.loss_scale, boundary=i == len(parts) - 1)
                 stats.add(micro)
-            grad_norms.append(self.updater.step())
+            grad_norms.append(self.engine.step())
         out = stats.result(optimizer_steps=len(grad_norms))
         out["critic/explained_variance"] = explained_variance(batch.values_B_Lc, batch.returns_B_Lc,
                                                               batch.completion_mask_B_Lc)
@@ -97,17 +103,18 @@ class Critic:
 
     # ---- resumable state (rlvr/runtime/resume.py) ----
     def save_state(self, out_dir: str) -> str:
-        """The value model (trunk and head), its optimizer and scheduler, and the torch RNG."""
+        """The value model (trunk and head) and the torch RNG in critic.pt; its optimizer and scheduler in
+        the engine's own files beside it (`LearnerEngine.save_state`)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": self.model.state_dict(), "updater": self.updater.state_dict(),
-                    "rng": torch.get_rng_state()}, out / "critic.pt")
+        torch.save({"model": self.model.state_dict(), "rng": torch.get_rng_state()}, out / "critic.pt")
+        self.engine.save_state(out, rank=0)
         return out_dir
 
     def load_state(self, in_dir: str) -> None:
         state = torch.load(Path(in_dir) / "critic.pt", weights_only=True)
         self.model.load_state_dict(state["model"])
-        self.updater.load_state_dict(state["updater"])
+        self.engine.load_state(Path(in_dir), rank=0)
         torch.set_rng_state(state["rng"])
 
 

@@ -5,6 +5,7 @@ and hands out the full weights.
     engine = make_engine("deepspeed", model, spec, zero_stage=3, compute_dtype=torch.float32)
     loss = engine.loss_scale * micro_loss; engine.backward(loss) ...; engine.step()
     weights = engine.full_weights(torch.bfloat16)   # every rank calls it under ZeRO-3; rank 0 uses it
+    engine.save_state(folder, rank); engine.load_state(folder, rank)   # optimizer, scheduler: resume exactly
 
 Two implementations of one protocol:
 - `TorchEngine`: plain torch AdamW on every rank, gradients summed across ranks before clipping (what
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -35,6 +37,7 @@ class LearnerEngine(Protocol):
     module: torch.nn.Module  # the model forwards run on
     fused_head: bool  # False: the head's weight is not readable outside its module (ZeRO-3)
     loss_scale: float  # micro-batch losses are multiplied by this before `backward`
+    sharded: bool  # parameters partitioned over the ranks (ZeRO-3): `full_weights` is a collective
 
     def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
         """Accumulate a micro-batch's gradient; `boundary`: the last before `step` (where DeepSpeed reduces)."""
@@ -48,6 +51,15 @@ class LearnerEngine(Protocol):
 
     def full_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """HF-named full parameters on CPU in `dtype` (tied weights once); a collective under ZeRO-3."""
+        ...
+
+    def save_state(self, folder: Path, rank: int) -> None:
+        """This rank's part of what continues training exactly (optimizer, scheduler, fp32 masters) under
+        `folder`, a folder the ranks share (each engine names its own files); every rank calls it."""
+        ...
+
+    def load_state(self, folder: Path, rank: int) -> None:
+        """Restore what `save_state` wrote (the module's weights are already the saved ones, or part of it)."""
         ...
 
 
@@ -115,7 +127,7 @@ def sum_gradients(params: list[torch.Tensor], bucket_bytes: int = 64 * 2**20) ->
 
 class TorchEngine:
     def __init__(self, model: torch.nn.Module, spec: OptimSpec, compute_dtype: torch.dtype) -> None:
-        self.module, self.fused_head, self.loss_scale = model, True, 1.0
+        self.module, self.fused_head, self.loss_scale, self.sharded = model, True, 1.0, False
         self.updater = TorchUpdater(model, spec)
 
     def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
@@ -138,11 +150,14 @@ class TorchEngine:
         return {name: master_of.get(id(p), p).detach().to("cpu", dtype=dtype, copy=True)
                 for name, p in self.module.named_parameters()}
 
-    def state_dict(self) -> dict:
-        return self.updater.state_dict()
+    def save_state(self, folder: Path, rank: int) -> None:
+        """rank_R/updater.pt: AdamW's moments, the schedule and the fp32 masters of a bf16 model."""
+        mine = Path(folder) / f"rank_{rank}"
+        mine.mkdir(parents=True, exist_ok=True)
+        torch.save(self.updater.state_dict(), mine / "updater.pt")
 
-    def load_state_dict(self, state: dict) -> None:
-        self.updater.load_state_dict(state)
+    def load_state(self, folder: Path, rank: int) -> None:
+        self.updater.load_state_dict(torch.load(Path(folder) / f"rank_{rank}" / "updater.pt", weights_only=True))
 
 
 class DeepSpeedEngine:
@@ -151,6 +166,7 @@ class DeepSpeedEngine:
         self.module = self.updater.engine.module
         self.zero_stage = zero_stage
         self.fused_head = zero_stage < 3
+        self.sharded = zero_stage == 3
         self.loss_scale = float(world_size())  # DeepSpeed averages gradients over the ranks; ours add up
 
     def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
@@ -178,11 +194,13 @@ class DeepSpeedEngine:
                     out[name] = p.detach().to("cpu", dtype=dtype, copy=True)
         return out
 
-    def save_checkpoint(self, folder) -> None:
-        self.updater.save_checkpoint(folder)
+    def save_state(self, folder: Path, rank: int) -> None:
+        """deepspeed/: DeepSpeed's own format, one folder for all ranks (each writes its ZeRO partition;
+        a collective call)."""
+        self.updater.save_checkpoint(Path(folder) / "deepspeed")
 
-    def load_checkpoint(self, folder) -> None:
-        self.updater.load_checkpoint(folder)
+    def load_state(self, folder: Path, rank: int) -> None:
+        self.updater.load_checkpoint(Path(folder) / "deepspeed")
 
 
 def make_engine(backend: str, model: torch.nn.Module, spec: OptimSpec, zero_stage: int = 2,

@@ -17,7 +17,9 @@ import ray
 import torch
 
 from rlvr.algorithms.batch import TrainBatch
+from rlvr.learner.optim import OptimSpec
 from rlvr.runtime.remote import wait_all
+from rlvr.types import Sample
 
 
 class LearnerGroup:
@@ -89,9 +91,18 @@ class LearnerGroup:
         """Every rank restores its part (instead of `start_rl` on a resumed run); returns the step counter."""
         return self._all("load_state", [a.load_state.remote(in_dir) for a in self.actors])[0]
 
-    def sft(self, method: str, *args, **kwargs):
-        """Cold-start SFT runs on rank 0 alone (small models); `start_rl` then copies its weights to the rest."""
-        return self._all(method, [getattr(self.rank0, method).remote(*args, **kwargs)])[0]
+    # Cold-start SFT (rlvr/learner/sft.py) runs on rank 0 alone (small models); `start_rl` then copies its
+    # weights to the rest.
+    def start_sft(self, samples: list[Sample], *, batch_size: int, prompt_template: str, system_prompt: str,
+                  response_template: str, optim: OptimSpec, seed: int) -> int:
+        """Rank 0 tokenises the (prompt, answer) pairs; returns how many."""
+        return self._all("start_sft", [self.rank0.start_sft.remote(
+            samples, batch_size=batch_size, prompt_template=prompt_template, system_prompt=system_prompt,
+            response_template=response_template, optim=optim, seed=seed)])[0]
+
+    def sft_steps(self, n: int) -> dict[str, float]:
+        """n supervised steps on rank 0; its mean loss and token accuracy."""
+        return self._all("sft_steps", [self.rank0.sft_steps.remote(n)])[0]
 
 
 def shard_prompts(batch: TrainBatch, ranks: int, prompts: torch.Tensor | None = None) -> list[torch.Tensor]:

@@ -7,8 +7,8 @@
 On-policy distillation (Agarwal et al. 2024, "On-Policy Distillation of Language Models: Learning from
 Self-Generated Mistakes" (GKD); KDRL, Xu et al. 2025) trains the student on its own samples toward the
 teacher's per-token distribution; only the log-prob of each sampled token is needed for the reverse-KL
-policy gradient (the learner's `distill_coef`). The teacher must share the student's tokenizer: the
-token ids are scored as they are.
+policy gradient (`Distillation` in rlvr/algorithms/token_advantages.py). The teacher must share the
+student's tokenizer: the token ids are scored as they are.
 """
 
 from __future__ import annotations

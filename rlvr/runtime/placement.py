@@ -187,15 +187,15 @@ def engines_asleep(workers: list, plan: Placement, timeout_s: float) -> Iterator
     if not plan.colocated:
         yield
         return
-    _each(workers, "sleep", timeout_s)
+    _each([w.sleep.remote() for w in workers], "sleep", timeout_s)
     try:
         yield
     finally:
-        _each(workers, "wake_up", timeout_s)
+        _each([w.wake_up.remote() for w in workers], "wake_up", timeout_s)
 
 
-def _each(workers: list, method: str, timeout_s: float) -> None:
+def _each(refs: list, call: str, timeout_s: float) -> None:
+    """Wait for one call per engine (`call` names it in errors), all within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    refs = [getattr(w, method).remote() for w in workers]
     for e, ref in enumerate(refs):
-        wait(ref, role=f"rollout engine {e}", call=method, timeout_s=max(0.0, deadline - time.monotonic()))
+        wait(ref, role=f"rollout engine {e}", call=call, timeout_s=max(0.0, deadline - time.monotonic()))

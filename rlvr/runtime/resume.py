@@ -35,12 +35,11 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from rlvr.config import TrainConfig
-from rlvr.runtime.remote import wait
 
 MARKER = "COMPLETE"
 _STEP = re.compile(r"^step_(\d+)$")
@@ -155,28 +154,35 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
-def call(target: Any, method: str, *args: Any, role: str, timeout_s: float) -> Any:
-    """`target.method(*args)` on an actor handle (with the deadline) or on a plain object (a learner group
-    fanning the call out to its ranks, which waits with its own deadline)."""
-    fn = getattr(target, method)
-    if hasattr(fn, "remote"):
-        return wait(fn.remote(*args), role=role, call=method, timeout_s=timeout_s)
-    return fn(*args)
+class Resumable(Protocol):
+    """A part with a resumable state of its own under a folder: the learner group (every rank's part)."""
+
+    def save_state(self, out_dir: str) -> str: ...
+
+    def load_state(self, in_dir: str) -> int: ...
+
+
+class ShaperState(Protocol):
+    """The reward service's group shapers (a `Scorer`, or `ShaperStates` around the RewardService actor)."""
+
+    def shaper_state(self) -> dict[str, Any]: ...
+
+    def set_shaper_state(self, state: Mapping[str, Any]) -> None: ...
 
 
 @dataclass
 class Parts:
     """What a checkpoint reads and writes besides the driver's own records.
 
-    learner: the Learner actor, or the learner group (plain `save_state(dir)` / `load_state(dir)` methods
-    that call every rank's);
-    stage: the advantage stage (rlvr/algorithms/estimate.py; PPO's saves its critic); reward_service: the RewardService
-    actor; tracker, prompts: the driver's PassRateTracker and prompt source (rlvr/data/curriculum.py).
+    learner: the learner group (`save_state(dir)` / `load_state(dir)` call every rank's, with its deadline);
+    stage: the advantage stage (rlvr/algorithms/estimate.py; PPO's saves its critic); reward_service: the
+    reward shapers' state (rlvr/scoring/service.py `ShaperStates`); tracker, prompts: the driver's
+    PassRateTracker and prompt source (rlvr/data/curriculum.py).
     """
 
-    learner: Any
+    learner: Resumable
     stage: Any
-    reward_service: Any
+    reward_service: ShaperState
     tracker: Any
     prompts: Any
 
@@ -192,9 +198,9 @@ class Resumed:
         driver = json.loads((self.path / "driver.json").read_text())
         if driver["step"] != self.step:
             raise ResumeError(f"{self.path}: driver.json says step {driver['step']}, the folder step {self.step}")
-        call(parts.learner, "load_state", str(self.path / "learner"), role="learner", timeout_s=self.timeout_s)
+        parts.learner.load_state(str(self.path / "learner"))
         parts.stage.load_state(self.path / "stage")
-        call(parts.reward_service, "set_shaper_state", driver["shapers"], role="reward service", timeout_s=self.timeout_s)
+        parts.reward_service.set_shaper_state(driver["shapers"])
         parts.tracker.restore(driver["tracker"])
         parts.prompts.restore(driver["prompts"])
         restore_rng(driver["rng"])
@@ -232,9 +238,9 @@ class Checkpoints:
         """Write checkpoint `step` (steps done) atomically, then prune; returns its folder."""
         final = step_dir(self.root, step)
         with atomic_dir(final) as tmp:
-            call(parts.learner, "save_state", str(tmp / "learner"), role="learner", timeout_s=self.timeout_s)
+            parts.learner.save_state(str(tmp / "learner"))
             parts.stage.save_state(tmp / "stage")
-            shapers = call(parts.reward_service, "shaper_state", role="reward service", timeout_s=self.timeout_s)
+            shapers = parts.reward_service.shaper_state()
             driver = {"step": step, "prompts": dict(parts.prompts.state), "tracker": parts.tracker.state(),
                       "shapers": shapers, "records": dict(records), "rng": rng_state()}
             (tmp / "driver.json").write_text(json.dumps(driver, sort_keys=True) + "\n")

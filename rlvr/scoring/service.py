@@ -39,6 +39,7 @@ import ray
 from rlvr.config import RewardConfig, RewardTermConfig
 from rlvr.rewards import registry
 from rlvr.rewards.pool import DeadlinePool, Outcome
+from rlvr.runtime.remote import wait
 from rlvr.scoring.correctness import correctness_label, term_label
 from rlvr.types import Rollout, ScoredRollout, TermResult
 
@@ -313,6 +314,22 @@ class RewardService:
 
     async def close(self) -> None:
         self._scorer.close()
+
+
+class ShaperStates:
+    """A RewardService actor's group-shaper state for a resumable checkpoint (rlvr/runtime/resume.py), the
+    same two methods as `Scorer`'s, each call with a deadline."""
+
+    def __init__(self, service: ray.actor.ActorHandle, timeout_s: float) -> None:
+        self.service, self.timeout_s = service, timeout_s
+
+    def shaper_state(self) -> dict[str, Any]:
+        return wait(self.service.shaper_state.remote(), role="reward service", call="shaper_state",
+                    timeout_s=self.timeout_s)
+
+    def set_shaper_state(self, state: Mapping[str, Any]) -> None:
+        wait(self.service.set_shaper_state.remote(state), role="reward service", call="set_shaper_state",
+             timeout_s=self.timeout_s)
 
 
 def build_reward_service(cfg: RewardConfig, **ray_options: Any) -> Any:

@@ -112,3 +112,47 @@ def test_every_role_folder_is_a_package():
     for folder in (REPO / "rlvr").iterdir():
         if folder.is_dir() and folder.name != "__pycache__":
             assert (folder / "__init__.py").exists(), folder
+
+
+def _string_rpc(tree: ast.AST) -> list[int]:
+    """Lines that call an actor method named by a string (`getattr(handle, name).remote(...)`) or take a
+    method's name as a parameter (`method: str`)."""
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "remote"
+                and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "id", "") == "getattr"):
+            found.append(node.lineno)
+        if isinstance(node, ast.arg) and node.arg == "method" and ast.unparse(node.annotation or ast.Name("")) == "str":
+            found.append(node.lineno)
+    return found
+
+
+def test_no_method_names_passed_as_strings():
+    """Actors are called through typed methods (STYLE.md 3): no string RPC anywhere in the package."""
+    found = {m: lines for m, path in MODULES.items() if (lines := _string_rpc(ast.parse(path.read_text())))}
+    assert not found, f"string RPC at {found}"
+    assert _string_rpc(ast.parse("getattr(a, name).remote(1)\ndef sft(self, method: str): ...")) == [1, 2]
+
+
+def _attributes_made_outside_init(tree: ast.AST) -> list[str]:
+    """`Class.method.attr` for every `self.attr = ...` in a method when `__init__` does not create `attr`
+    (dataclasses declare their fields and are skipped)."""
+    found = []
+    for cls in (n for n in ast.walk(tree)
+                if isinstance(n, ast.ClassDef) and not any("dataclass" in ast.unparse(d) for d in n.decorator_list)):
+        methods = [f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+        def stored(f):
+            return {n.attr for n in ast.walk(f) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+                    and isinstance(n.value, ast.Name) and n.value.id == "self"}
+
+        made = set().union(*(stored(f) for f in methods if f.name == "__init__"))
+        found += [f"{cls.name}.{f.name}.{a}" for f in methods if f.name != "__init__" for a in sorted(stored(f) - made)]
+    return found
+
+
+def test_learner_and_sync_attributes_are_created_in_init():
+    found = {m: a for m, path in MODULES.items() if m.startswith(("rlvr.learner", "rlvr.sync"))
+             and (a := _attributes_made_outside_init(ast.parse(path.read_text())))}
+    assert not found, found
+    assert _attributes_made_outside_init(ast.parse("class A:\n    def f(self):\n        self.x = 1\n")) == ["A.f.x"]

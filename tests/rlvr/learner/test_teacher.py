@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlvr.algorithms.batch import make_train_batch
+from rlvr.algorithms.token_advantages import Distillation
 from rlvr.config import LossConfig
 from rlvr.learner.actor import Learner
 from rlvr.learner.optim import OptimSpec
@@ -35,7 +36,8 @@ def test_distillation_pulls_the_student_toward_the_teacher(tiny_model, tmp_path)
             p.add_(0.5 * torch.randn_like(p))
     teacher_model.save_pretrained(tmp_path)
     teacher = TeacherClass(str(tmp_path), threads=2)
-    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=3e-3), loss=LossConfig(), threads=2, distill_coef=1.0)
+    learner = LearnerClass(tiny_model, optim=OptimSpec(lr=3e-3), loss=LossConfig(), threads=2,
+                           token_advantages=(Distillation(coef=1.0),))
     groups = groups_of(PROMPTS, COMPLETIONS)
     batch = make_train_batch(groups, [[0.0] * len(g) for g in groups])
     batch = batch.__class__(**{**batch.__dict__, "teacher_logprobs_B_Lc": teacher.logprobs(batch)})
