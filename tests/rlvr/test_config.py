@@ -135,3 +135,30 @@ def test_cross_key_checks_run_once_all_overrides_are_in():
         load_config(None, keys[:2])  # the rule itself still holds, whatever the order
     with pytest.raises(ConfigError, match="learner.gpus = 'x' is not a valid int"):
         load_config(None, ["learner.gpus=x", "learner.ranks=2"])  # a bad value is named as it comes
+
+
+def test_allowed_names_are_the_tables_keys():
+    """One owner per name: each Literal of the config lists exactly its table's keys (plus the documented
+    names that are not entries), so adding an entry is one edit and a stale name fails here."""
+    import typing
+
+    from rlvr import config
+    from rlvr.algorithms.advantages import ESTIMATORS
+    from rlvr.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, MISMATCH_CORRECTIONS, POLICY_LOSSES
+
+    def names(literal) -> set[str]:
+        return set(typing.get_args(literal))
+
+    assert names(config.Advantage) == set(ESTIMATORS) | {"gae", "none"}  # gae: the critic; none: distillation
+    assert names(config.PolicyObjective) == set(POLICY_LOSSES)
+    assert names(config.KLEstimator) == set(KL_ESTIMATORS)
+    assert names(config.Mismatch) == set(MISMATCH_CORRECTIONS) | {"none", "auto"}  # weight 1; resolved by the builder
+    assert names(config.Aggregation) == set(AGGREGATIONS)
+
+
+def test_config_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, rlvr.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
