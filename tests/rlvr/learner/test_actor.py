@@ -48,7 +48,7 @@ def test_updates_follow_the_advantage_and_report_mismatch(tiny_model):
     up = batch.advantages_B_Lc[:, 0] > 0
     assert (change[up] > 0).all() and (change[~up] < 0).all()
     assert metrics["kl"] > 0 and metrics["grad_norm"] > 0
-    # later minibatches are off-policy after the first steps: the clipped loss (kernels/clipped_loss.py) clips some
+    # later minibatches are off-policy after the first steps: the clipped loss (rlvr/algorithms/losses.py) clips some
     assert metrics["clip_frac/high"] + metrics["clip_frac/low"] > 0, metrics
 
 
