@@ -4,6 +4,9 @@
                         normalizer=global_tokens_or_sequences)
     loss, stats = compute_loss(cfg.loss, inputs, entropy_coef=0.0)
 
+The learner calls it through `rlvr.kernels.fused_loss.policy_loss`, which runs the same objective as one
+fused Triton kernel instead when `loss.kernel` says so; this table is that kernel's reference.
+
 Per token, with log-ratio rho = log pi(y_t) - log pi_old(y_t) (clamped to +-20 so that exp() stays finite
 and 0 * inf cannot make a NaN), ratio r = exp(rho), advantage A (per token: sequence advantages are
 broadcast), the table `POLICY_LOSSES` holds:

@@ -162,3 +162,9 @@ def test_config_module_imports_no_torch():
 
     code = "import sys, rlvr.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_loss_kernel_names_the_key_when_wrong():
+    assert load_config(None, ["loss.kernel=triton"]).loss.kernel == "triton"
+    with pytest.raises(ConfigError, match="loss.kernel"):
+        load_config(None, ["loss.kernel=cuda"])
