@@ -60,8 +60,9 @@ def make_inputs(case: Case, B=5, T=37, seed=0) -> tuple[LossInputs, torch.Tensor
     """Ragged masks (sequence 1 empty), log-ratios wide enough that every clip and correction fires."""
     g = torch.Generator().manual_seed(seed)
     logprobs = -torch.rand(B, T, generator=g) * 3
-    old = logprobs + torch.randn(B, T, generator=g) * 0.6
-    sampler = old + torch.randn(B, T, generator=g) * 0.5
+    # per-sequence shifts too, so that sequence-level ratios (gspo, tis_seq, mis_seq) clip and mask as well
+    old = logprobs + torch.randn(B, T, generator=g) * 0.6 + torch.randn(B, 1, generator=g) * 0.5
+    sampler = old + torch.randn(B, T, generator=g) * 0.5 + torch.randn(B, 1, generator=g) * 0.8
     ref = logprobs + torch.randn(B, T, generator=g) * 0.4
     entropy = torch.rand(B, T, generator=g) * 2
     adv = torch.randn(B, generator=g)[:, None].expand(B, T) + 0.3 * torch.randn(B, T, generator=g)
@@ -143,7 +144,7 @@ def test_constant_divisor_does_not_depend_on_the_padding():
                                      for f in dataclasses.fields(x) if isinstance(v := getattr(x, f.name), torch.Tensor)})
     a, _ = policy_loss(cfg, x, norm_length=case.norm_length)
     b, _ = policy_loss(cfg, wide, norm_length=case.norm_length)
-    assert float(a) == pytest.approx(float(b), rel=1e-6)
+    assert float(a.detach()) == pytest.approx(float(b.detach()), rel=1e-6)
 
 
 def test_auto_is_the_torch_table_on_cpu_tensors():
