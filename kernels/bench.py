@@ -1,4 +1,4 @@
-"""Benchmarks of the learner kernels against the naive torch paths; each prints one JSON object.
+"""Benchmarks of the learner kernels against the torch paths; each prints one JSON object.
 
     python -m rlvr.kernels.bench logprobs --tokens 4096 --hidden 896 --vocab 151936 [--dtype bfloat16]
     python -m rlvr.kernels.bench policy-loss --batch 256 --seq 4096 [--policy gspo --mismatch tis ...]
