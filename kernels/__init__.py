@@ -1,16 +1,15 @@
 """Learner kernels: fused log-prob + entropy (from hidden states or from logits) and the policy loss.
 
 Each module holds a plain-torch reference, Triton kernels, an autograd Function and one public
-function that runs Triton on CUDA tensors and a chunked torch path elsewhere (`backend=` overrides).
-The functions load on first use, so `rlvr.kernels.loss_config` (read by every config) needs no torch.
+function that runs Triton on CUDA tensors and a torch path elsewhere (`backend=`, or `loss.kernel` for
+the loss, overrides). The functions load on first use, so importing the package loads neither torch nor
+triton.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-from rlvr.kernels.loss_config import PolicyLossConfig
 
 # Public name -> module. The modules are named unlike the functions: importing a submodule binds its
 # name on the package, which would shadow a function of the same name.
@@ -19,11 +18,10 @@ _HOME = {
     "linear_logprobs_reference": "fused_linear",
     "logits_logprobs": "selective_log_softmax",
     "logits_logprobs_reference": "selective_log_softmax",
-    "policy_loss": "clipped_loss",
-    "policy_loss_reference": "clipped_loss",
+    "policy_loss": "fused_loss",
 }
 
-__all__ = ["PolicyLossConfig", *_HOME]
+__all__ = [*_HOME]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,15 @@
-"""Benchmarks of the learner kernels against the naive torch paths; each prints one JSON object.
+"""Benchmarks of the learner kernels against the torch paths; each prints one JSON object.
 
     python -m rlvr.kernels.bench logprobs --tokens 4096 --hidden 896 --vocab 151936 [--dtype bfloat16]
-    python -m rlvr.kernels.bench policy-loss --batch 256 --seq 4096 [--dtype bfloat16]
+    python -m rlvr.kernels.bench policy-loss --batch 256 --seq 4096 [--policy gspo --mismatch tis ...]
     (`rlvr bench ...` dispatches here.)
+
+`policy-loss` compares the loss table of rlvr/algorithms/losses.py ("torch"), `torch.compile` of it
+("compile") and the fused kernel of rlvr/kernels/fused_loss.py ("triton"), forward + backward with the
+statistics, as the learner calls them. It always reports their agreement with the table (max abs
+difference of the loss, of the gradients w.r.t. log-probs and entropy, and of the statistics); on CPU
+the kernel runs in Triton's interpreter, so only the agreement is reported (interpreter times mean
+nothing), on CUDA also the times and peak memory below.
 
 Each implementation runs forward + backward (upstream gradients on every output) in its own fresh
 child process, so one cannot inherit the other's heap; with --rounds R the implementations alternate
@@ -51,20 +58,26 @@ def _parser() -> argparse.ArgumentParser:
     lp.add_argument("--hidden", type=int, default=896, help="hidden size (Qwen2.5-0.5B: 896)")
     lp.add_argument("--vocab", type=int, default=151936, help="vocabulary size (Qwen2.5: 151936)")
     lp.add_argument("--temperature", type=float, default=1.0, help="sampling temperature the logits are divided by")
-    pl = sub.add_parser("policy-loss", help="policy_loss vs the autograd reference", formatter_class=defaults)
-    pl.add_argument("--batch", type=int, default=256, help="sequences")
-    pl.add_argument("--seq", type=int, default=4096, help="tokens per sequence")
-    pl.add_argument("--aggregation", default="seq-mean-token-mean", help="loss aggregation (loss.aggregation)")
-    pl.add_argument("--ratio-level", default="token", choices=["token", "sequence"], help="importance ratio level")
-    pl.add_argument("--kl-coef", type=float, default=0.04, help="KL penalty coefficient")
-    pl.add_argument("--dual-clip", type=float, default=3.0, help="dual-clip bound c")
+    pl = sub.add_parser("policy-loss", help="the loss table vs torch.compile of it vs the fused Triton kernel",
+                        formatter_class=defaults)
+    pl.add_argument("--batch", type=int, default=None, help="sequences (default: 256 on CUDA, 8 on CPU)")
+    pl.add_argument("--seq", type=int, default=None, help="tokens per sequence (default: 4096 on CUDA, 203 on CPU)")
+    pl.add_argument("--policy", default="ppo_clip", help="loss.policy")
+    pl.add_argument("--aggregation", default="seq-mean-token-mean", help="loss.aggregation")
+    pl.add_argument("--kl-estimator", default="k3", help="loss.kl_estimator")
+    pl.add_argument("--kl-coef", type=float, default=0.04, help="loss.kl_coef (0: no reference log-probs)")
+    pl.add_argument("--mismatch", default="tis", help="loss.mismatch (resolved: none, tis, tis_seq, mis, mis_seq)")
+    pl.add_argument("--clip-high", type=float, default=0.28, help="loss.clip_high")
+    pl.add_argument("--dual-clip", type=float, default=3.0, help="loss.dual_clip (0: none)")
+    pl.add_argument("--entropy-coef", type=float, default=0.01, help="entropy bonus coefficient")
     for p in (lp, pl):
         p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="dtype of inputs")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
         p.add_argument("--repeats", type=int, default=3, help="timed steps (median reported)")
         p.add_argument("--warmup", type=int, default=1, help="untimed steps first (Triton compiles here)")
         p.add_argument("--rounds", type=int, default=1, help="fresh processes per impl, alternating impls")
-        p.add_argument("--impls", default=None, help="comma-separated subset of naive,ours,liger")
+        p.add_argument("--impls", default=None, help="comma-separated subset of naive,ours,liger (logprobs) or "
+                       "torch,compile,triton (policy-loss; default on CPU torch,triton: compiling takes minutes there)")
         p.add_argument("--seed", type=int, default=0, help="input seed")
         p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # run one impl in this process
     return parser
@@ -181,34 +194,91 @@ def _logprobs_step(args, impl: str, device: torch.device) -> Callable[[], None]:
     return step
 
 
-def _policy_loss_step(args, impl: str, device: torch.device) -> Callable[[], None]:
-    from rlvr.kernels import PolicyLossConfig, policy_loss, policy_loss_reference
+def _loss_case(args, device: torch.device):
+    """(LossConfig, LossInputs, logprobs, entropy, call keywords) of the policy-loss benchmark."""
+    from rlvr.algorithms.losses import LossInputs
+    from rlvr.config import LossConfig
 
+    cfg = LossConfig(policy=args.policy, aggregation=args.aggregation, kl_estimator=args.kl_estimator,
+                     kl_coef=args.kl_coef, clip_high=args.clip_high, dual_clip=args.dual_clip or None)
     g = torch.Generator().manual_seed(args.seed)
     B, T, dtype = args.batch, args.seq, DTYPES[args.dtype]
-    config = PolicyLossConfig(
-        clip_high=0.28, dual_clip=args.dual_clip, kl_coef=args.kl_coef,
-        aggregation=args.aggregation, ratio_level=args.ratio_level,
-    )  # fmt: skip
-    logprobs = (-torch.rand(B, T, generator=g) * 3).to(device, dtype).requires_grad_()
-    old = (logprobs.detach().float() + torch.randn(B, T, generator=g).to(device) * 0.3).to(dtype)
-    ref = (logprobs.detach().float() + torch.randn(B, T, generator=g).to(device) * 0.3).to(dtype)
-    entropy = (torch.rand(B, T, generator=g) * 2).to(device, dtype)
-    advantages = torch.randn(B, generator=g).to(device)
+    logprobs = -torch.rand(B, T, generator=g) * 3
+    old = logprobs + torch.randn(B, T, generator=g) * 0.3
+    sampler = old + torch.randn(B, T, generator=g) * 0.2
+    ref = logprobs + torch.randn(B, T, generator=g) * 0.3
+    entropy = torch.rand(B, T, generator=g) * 2
+    advantages = torch.randn(B, generator=g)[:, None].expand(B, T).contiguous()
     mask = torch.arange(T)[None, :] < torch.randint(T // 4, T + 1, (B,), generator=g)[:, None]
-    mask = mask.to(device)
-    fn = {"naive": policy_loss_reference, "ours": policy_loss}[impl]
+    lp, ent = (t.to(device, dtype).requires_grad_() for t in (logprobs, entropy))
+    x = LossInputs(lp, old.to(device, dtype), sampler.to(device, dtype), advantages.to(device), mask.to(device),
+                   normalizer=float(mask.sum()) if args.aggregation == "token-mean" else float(B),
+                   ref_logprobs_B_T=ref.to(device, dtype) if args.kl_coef > 0 else None, entropy_B_T=ent)
+    return cfg, x, lp, ent, dict(entropy_coef=args.entropy_coef, mismatch=args.mismatch, norm_length=T)
+
+
+def _loss_fn(impl: str, cfg):
+    """The learner's loss call for one implementation: (fn, its LossConfig)."""
+    import dataclasses
+
+    from rlvr.algorithms.losses import compute_loss
+    from rlvr.kernels.fused_loss import policy_loss
+
+    if impl == "torch":
+        return compute_loss, cfg
+    if impl == "compile":
+        return torch.compile(compute_loss), cfg
+    if impl == "triton":
+        return policy_loss, dataclasses.replace(cfg, kernel="triton")
+    raise ValueError(f"unknown implementation {impl!r}: torch, compile or triton")
+
+
+def _policy_loss_step(args, impl: str, device: torch.device) -> Callable[[], None]:
+    cfg, x, lp, ent, kw = _loss_case(args, device)
+    fn, cfg = _loss_fn(impl, cfg)
 
     def step():
-        logprobs.grad = None
-        loss, metrics = fn(logprobs, old, advantages, mask, config, ref, entropy)
+        lp.grad = ent.grad = None
+        loss, _ = fn(cfg, x, **kw)
         loss.backward()
 
     return step
 
 
+def _agreement(args, impls: list[str], device: torch.device) -> dict:
+    """Each implementation against the torch table on the same inputs: max abs differences."""
+    cfg, x, lp, ent, kw = _loss_case(args, device)
+
+    def run(impl):
+        fn, c = _loss_fn(impl, cfg)
+        lp.grad = ent.grad = None
+        loss, stats = fn(c, x, **kw)
+        loss.backward()
+        flat = stats.sums | stats.losses | stats.maxima | {"tokens": stats.tokens}
+        return float(loss), lp.grad.float().clone(), None if ent.grad is None else ent.grad.float().clone(), flat
+
+    loss0, dlp0, dent0, stats0 = run("torch")
+    out = {}
+    for impl in impls:
+        if impl == "torch":
+            continue
+        loss, dlp, dent, stats = run(impl)
+        out[impl] = {
+            "loss": loss,
+            "loss_abs_diff": abs(loss - loss0),
+            "grad_logprobs_max_abs_diff": float((dlp - dlp0).abs().max()),
+            "grad_entropy_max_abs_diff": None if dent is None else float((dent - dent0).abs().max()),
+            # relative to the value where it is above 1 (ratio/max, token counts), absolute below
+            "stats_max_diff": max(abs(stats[k] - stats0[k]) / max(1.0, abs(stats0[k])) for k in stats0),
+            "stats_keys_equal": list(stats) == list(stats0),
+        }
+    return {"torch_loss": loss0, "grad_logprobs_max_abs": float(dlp0.abs().max()), "vs_torch": out}
+
+
 def _run_child(args) -> dict:
     device = torch.device(args.device)
+    if args.child.startswith("agreement:"):
+        return _agreement(args, args.child.split(":", 1)[1].split(","), device)
     make = _logprobs_step if args.bench == "logprobs" else _policy_loss_step
     return _measure(make(args, args.child, device), device, args.repeats, args.warmup)
 
@@ -227,35 +297,40 @@ def _summary(args, runs: list[dict]) -> dict:
     return result
 
 
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.child:
-        print(json.dumps(_run_child(args)))
-        return 0
+def _child(argv: list[str], args, child: str, env: dict | None = None) -> tuple[dict | None, str | None]:
+    """Run one implementation (or the agreement check) in a fresh process: (its JSON, or its last error line)."""
+    cmd = [sys.executable, "-m", "rlvr.kernels.bench", *argv, "--device", args.device, "--child", child]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return None, (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), None
 
-    impls = args.impls.split(",") if args.impls else ["naive", "ours"]
-    if args.impls is None and args.bench == "logprobs" and args.device == "cuda":
-        impls.append("liger")
-    load_before = os.getloadavg()
+
+def _time_impls(argv: list[str], args, impls: list[str], env: dict | None = None) -> dict:
     runs, errors = {impl: [] for impl in impls}, {}
-    for _ in range(args.rounds):  # rounds alternate the implementations, so both see the same load
+    for _ in range(args.rounds):  # rounds alternate the implementations, so all see the same load
         for impl in impls:
             if impl in errors:
                 continue
-            cmd = [sys.executable, "-m", "rlvr.kernels.bench", *argv, "--device", args.device, "--child", impl]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                errors[impl] = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            result, error = _child(argv, args, impl, env)
+            if error is not None:
+                errors[impl] = error
             else:
-                runs[impl].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    results = {impl: {"error": errors[impl]} if impl in errors else _summary(args, runs[impl]) for impl in impls}
-    report = {
+                runs[impl].append(result)
+    return {impl: {"error": errors[impl]} if impl in errors else _summary(args, runs[impl]) for impl in impls}
+
+
+def _header(args) -> dict:
+    return {
         "bench": args.bench,
         "shape": {k: getattr(args, k) for k in ("tokens", "hidden", "vocab", "batch", "seq") if hasattr(args, k)},
         "dtype": args.dtype,
         "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+    }
+
+
+def _timing_fields(args, load_before, results) -> dict:
+    return {
         "memory_method": "torch.cuda.max_memory_allocated - allocated before the steps"
         if args.device == "cuda"
         else "process RSS sampled every 1 ms (psutil thread) minus RSS after building inputs; fresh process per impl",
@@ -265,13 +340,63 @@ def main(argv: list[str]) -> int:
         "load_avg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "results": results,
     }
-    naive, ours = results.get("naive", {}), results.get("ours", {})
-    if "time_s" in naive and "time_s" in ours:
-        report["ours_vs_naive"] = {
-            "time": round(ours["time_s"] / naive["time_s"], 3),
-            "cpu_time": round(ours["cpu_s"] / naive["cpu_s"], 3),
-            "memory": round(ours["peak_extra_mb"] / max(naive["peak_extra_mb"], 1e-9), 4),
-        }
+
+
+def _ratios(ours: dict, base: dict) -> dict | None:
+    if "time_s" not in ours or "time_s" not in base:
+        return None
+    return {
+        "time": round(ours["time_s"] / base["time_s"], 3),
+        "cpu_time": round(ours["cpu_s"] / base["cpu_s"], 3),
+        "memory": round(ours["peak_extra_mb"] / max(base["peak_extra_mb"], 1e-9), 4),
+    }
+
+
+def _policy_loss_report(argv: list[str], args, load_before) -> dict:
+    on_cuda = args.device == "cuda"
+    args.batch = args.batch or (256 if on_cuda else 8)
+    args.seq = args.seq or (4096 if on_cuda else 203)
+    argv = [*argv, "--batch", str(args.batch), "--seq", str(args.seq)]
+    impls = args.impls.split(",") if args.impls else ["torch", "compile", "triton"] if on_cuda else ["torch", "triton"]
+    env = os.environ.copy()
+    if on_cuda:
+        env.pop("TRITON_INTERPRET", None)
+    else:  # the kernel can only run in the interpreter here, which triton reads at import: set it for the child
+        env["TRITON_INTERPRET"] = "1"
+    report = _header(args)
+    if not on_cuda:
+        report["device"] += ", Triton interpreter"
+    report["config"] = {k: getattr(args, k) for k in ("policy", "aggregation", "kl_estimator", "kl_coef", "mismatch",
+                                                         "clip_high", "dual_clip", "entropy_coef")}
+    agreement, error = _child(argv, args, "agreement:" + ",".join(impls), env)
+    report["agreement"] = agreement if error is None else {"error": error}
+    if on_cuda:  # interpreter times measure numpy, not the kernel: timed on CUDA only
+        results = _time_impls(argv, args, impls, env)
+        report |= _timing_fields(args, load_before, results)
+        report["vs_torch"] = {impl: _ratios(results[impl], results.get("torch", {})) for impl in impls if impl != "torch"}
+    return report
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.child:
+        print(json.dumps(_run_child(args)))
+        return 0
+    load_before = os.getloadavg()
+    if args.bench == "policy-loss":
+        print(json.dumps(_policy_loss_report(argv, args, load_before)))
+        return 0
+
+    impls = args.impls.split(",") if args.impls else ["naive", "ours"]
+    if args.impls is None and args.device == "cuda":
+        impls.append("liger")
+    results = _time_impls(argv, args, impls)
+    report = _header(args) | _timing_fields(args, load_before, results)
+    ratios = _ratios(results.get("ours", {}), results.get("naive", {}))
+    if ratios is not None:
+        report["ours_vs_naive"] = ratios
     print(json.dumps(report))
     return 0
 

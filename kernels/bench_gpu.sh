@@ -40,6 +40,7 @@ for dtype in bfloat16 float32; do
 done
 bench logprobs --tokens 4093 --hidden 896 --vocab 151937 --dtype bfloat16 --temperature 0.7  # ragged tiles
 bench policy-loss --batch 256 --seq 4096 --dtype float32
-bench policy-loss --batch 256 --seq 4096 --dtype float32 --ratio-level sequence
-bench policy-loss --batch 1024 --seq 8192 --dtype float32
+bench policy-loss --batch 256 --seq 4096 --dtype float32 --policy gspo --mismatch tis_seq
+bench policy-loss --batch 256 --seq 4093 --dtype bfloat16 --policy cispo --kl-estimator k3+ --mismatch mis  # ragged tiles
+bench policy-loss --batch 1024 --seq 8192 --dtype float32 --aggregation seq-mean-token-sum-norm
 echo "results in $out"

@@ -141,10 +141,13 @@ class AlgoConfig:
     max_sampling_rounds: int = 4  # dynamic sampling draws at most this many prompt batches per step
 
 
+# Each is the keys of a table of rlvr/algorithms/ (tests/rlvr/test_config.py checks they agree): POLICY_LOSSES,
+# AGGREGATIONS, KL_ESTIMATORS, MISMATCH_CORRECTIONS (plus "auto" and "none").
 PolicyObjective = Literal["ppo_clip", "gspo", "cispo", "gppo"]
 Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 KLEstimator = Literal["k1", "k2", "k3", "k3+"]
 Mismatch = Literal["auto", "none", "tis", "tis_seq", "mis", "mis_seq"]
+LossKernel = Literal["auto", "torch", "triton"]
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -167,12 +170,17 @@ class LossConfig:
     entropy_coef_end: float = 0.0  # linear: the value at the last step
     entropy_target: float = 0.0  # adaptive: the entropy (nats/token) the coefficient steers toward
     entropy_lr: float = 0.01  # adaptive: coefficient change per nat of entropy error per step
-    # Train/rollout mismatch correction pi_old / pi_sampler. auto: "tis" when model.dtype is not float32,
-    # when there are several engines, or when samples can be stale; "none" otherwise.
+    # Train/rollout mismatch correction pi_old / pi_sampler (`rlvr.algorithms.losses.MISMATCH_CORRECTIONS`).
+    # auto: "tis" when model.dtype is not float32 or there are several engines, "none" otherwise
+    # (`rlvr.learner.build.mismatch_mode`).
     mismatch: Mismatch = "auto"
     is_cap: float = 2.0  # tis, tis_seq: truncation C
     is_low: float = 0.5  # mis, mis_seq: tokens (sequences) whose ratio leaves [is_low, is_high] are masked
     is_high: float = 2.0
+    # The loss's implementation: "torch" the table of rlvr/algorithms/losses.py, "triton" the fused kernel
+    # of rlvr/kernels/fused_loss.py (same numbers; on CPU it runs in Triton's interpreter: slow, for checks);
+    # auto: Triton on CUDA, torch elsewhere.
+    kernel: LossKernel = "auto"
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -4,6 +4,9 @@
                         normalizer=global_tokens_or_sequences)
     loss, stats = compute_loss(cfg.loss, inputs, entropy_coef=0.0)
 
+The learner calls it through `rlvr.kernels.fused_loss.policy_loss`, which runs the same objective as one
+fused Triton kernel instead when `loss.kernel` says so; this table is that kernel's reference.
+
 Per token, with log-ratio rho = log pi(y_t) - log pi_old(y_t) (clamped to +-20 so that exp() stays finite
 and 0 * inf cannot make a NaN), ratio r = exp(rho), advantage A (per token: sequence advantages are
 broadcast), the table `POLICY_LOSSES` holds:
@@ -23,21 +26,21 @@ broadcast), the table `POLICY_LOSSES` holds:
   is kept, bounded: r is replaced by r sg[clip(r) / r].
 
 Terms added to every objective:
-* KL to the reference, KL(pi || pi_ref) sampled from pi, d = log pi_ref - log pi (Schulman 2020,
-  "Approximating KL Divergence"): k1 = -d, k2 = d^2 / 2, k3 = e^d - 1 - d, and `k3+` = k3's value with
+* KL to the reference (table `KL_ESTIMATORS`), KL(pi || pi_ref) sampled from pi, d = log pi_ref - log pi
+  (Schulman 2020, "Approximating KL Divergence"): k1 = -d, k2 = d^2 / 2, k3 = e^d - 1 - d, and `k3+` = k3's value with
   k2's gradient (straight-through). Differentiated as a loss term (the sampling distribution held fixed),
   their gradients in expectation under pi are: k1 -> 0 (E_pi[grad log pi] = 0: k1 in the loss does
   nothing but add noise; it belongs in the reward), k2 -> grad KL(pi || pi_ref) (the reverse KL the
   objective names), k3 -> grad KL(pi_ref || pi) (the forward KL; GRPO's choice, Shao et al. 2024, eq. 4).
 * Entropy bonus: -coef H_t (the coefficient comes from `rlvr.algorithms.entropy_control`).
-* Train/rollout mismatch correction (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You
+* Train/rollout mismatch correction (table `MISMATCH_CORRECTIONS`; Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You
   Off-Policy RL Training"; IcePop, Ling Team 2025): w = pi_old / pi_sampler per token multiplies the
   per-token loss. `tis`: w truncated at `is_cap`; `tis_seq`: the sequence's product of w truncated at
   `is_cap`; `mis`: tokens with w outside [is_low, is_high] are masked (IcePop); `mis_seq`: whole
   sequences whose geometric-mean w leaves that range are masked.
 * A per-token weight (`weights_B_T`: decoupled control-token losses, token-selective weights).
 
-Aggregation (l the per-token loss, L_i the tokens of sequence i, N the global normaliser):
+Aggregation (table `AGGREGATIONS`; l the per-token loss, L_i the tokens of sequence i, N the global normaliser):
   token-mean               sum_{i,t} l / N,   N = tokens of the whole minibatch, on every rank
   seq-mean-token-mean      sum_i (sum_t l / L_i) / N,   N = sequences of the minibatch          (GRPO eq. 3)
   seq-mean-token-sum-norm  sum_i (sum_t l / norm_length) / N: norm_length is one constant for the run
@@ -155,55 +158,104 @@ PolicyLoss = Callable[[LossInputs, LossConfig], tuple[torch.Tensor, dict[str, to
 POLICY_LOSSES: dict[str, PolicyLoss] = {"ppo_clip": ppo_clip, "gspo": gspo, "cispo": cispo, "gppo": gppo}
 
 
+def _k1(d: torch.Tensor) -> torch.Tensor:
+    return -d
+
+
+def _k2(d: torch.Tensor) -> torch.Tensor:
+    return 0.5 * d * d
+
+
+def _k3(d: torch.Tensor) -> torch.Tensor:
+    return torch.exp(d) - 1 - d
+
+
+def _k3_plus(d: torch.Tensor) -> torch.Tensor:
+    k2 = _k2(d)
+    return k2 + (_k3(d) - k2).detach()  # straight-through: k3's value, k2's gradient
+
+
+# d = log pi_ref - log pi (clamped) -> per-token estimate; keyed by `loss.kl_estimator`.
+KL_ESTIMATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"k1": _k1, "k2": _k2, "k3": _k3, "k3+": _k3_plus}
+
+
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
     """Per-token estimate of KL(pi || pi_ref) from samples of pi (see the module docstring)."""
-    d = (ref_logprobs - logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    if estimator == "k1":
-        return -d
-    if estimator == "k2":
-        return 0.5 * d * d
-    k3 = torch.exp(d) - 1 - d
-    if estimator == "k3":
-        return k3
-    if estimator == "k3+":
-        k2 = 0.5 * d * d
-        return k2 + (k3 - k2).detach()
-    raise ValueError(f"unknown KL estimator {estimator!r}")
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; one of {sorted(KL_ESTIMATORS)}")
+    return KL_ESTIMATORS[estimator]((ref_logprobs - logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
 
 
-def mismatch_weights(x: LossInputs, cfg: LossConfig, mode: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+Flags = dict[str, torch.Tensor]
+
+
+def _tis(rho: torch.Tensor, lengths_B: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, Flags]:
+    w = torch.exp(rho)
+    return w.clamp(max=cfg.is_cap), {"is/truncated_frac": w > cfg.is_cap}
+
+
+def _tis_seq(rho: torch.Tensor, lengths_B: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, Flags]:
+    w = _broadcast(torch.exp(rho.sum(1).clamp(max=LOG_RATIO_CLAMP)), rho)
+    return w.clamp(max=cfg.is_cap), {"is/truncated_frac": w > cfg.is_cap}
+
+
+def _masked_outside(w: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, Flags]:
+    outside = (w < cfg.is_low) | (w > cfg.is_high)
+    return torch.where(outside, 0.0, torch.ones_like(w)), {"is/masked_frac": outside}
+
+
+def _mis(rho: torch.Tensor, lengths_B: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, Flags]:
+    return _masked_outside(torch.exp(rho), cfg)
+
+
+def _mis_seq(rho: torch.Tensor, lengths_B: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, Flags]:
+    return _masked_outside(_broadcast(torch.exp(rho.sum(1) / lengths_B.clamp(min=1)), rho), cfg)
+
+
+# (rho = clamped log pi_old - log pi_sampler [B, T], tokens per sequence [B], cfg) -> (weight, flags);
+# keyed by `loss.mismatch`. Not entries: "none" (weight 1, no flags) and "auto" (resolved by the learner's
+# builder, `rlvr.learner.build.mismatch_mode`).
+MismatchCorrection = Callable[[torch.Tensor, torch.Tensor, LossConfig], tuple[torch.Tensor, Flags]]
+MISMATCH_CORRECTIONS: dict[str, MismatchCorrection] = {"tis": _tis, "tis_seq": _tis_seq, "mis": _mis, "mis_seq": _mis_seq}
+
+
+def mismatch_weights(x: LossInputs, cfg: LossConfig, mode: str) -> tuple[torch.Tensor, Flags]:
     """pi_old / pi_sampler correction per token (1 where none applies) and which tokens it changed."""
     rho = log_ratio(x.old_logprobs_B_T, x.sampler_logprobs_B_T, x.mask_B_T)
-    ones = torch.ones_like(rho)
     if mode == "none":
-        return ones, {}
-    if mode == "tis":
-        w = torch.exp(rho)
-        return w.clamp(max=cfg.is_cap), {"is/truncated_frac": w > cfg.is_cap}
-    if mode == "tis_seq":
-        w_B = torch.exp(rho.sum(1).clamp(max=LOG_RATIO_CLAMP))
-        w = _broadcast(w_B, rho)
-        return w.clamp(max=cfg.is_cap), {"is/truncated_frac": w > cfg.is_cap}
-    if mode == "mis":
-        w = torch.exp(rho)
-    elif mode == "mis_seq":
-        w = _broadcast(torch.exp(rho.sum(1) / x.mask_B_T.sum(1).clamp(min=1)), rho)
-    else:
-        raise ValueError(f"unknown mismatch correction {mode!r}")
-    outside = (w < cfg.is_low) | (w > cfg.is_high)
-    return torch.where(outside, 0.0, ones), {"is/masked_frac": outside}
+        return torch.ones_like(rho), {}
+    if mode not in MISMATCH_CORRECTIONS:
+        raise ValueError(f"unknown mismatch correction {mode!r}; one of none, {', '.join(MISMATCH_CORRECTIONS)}")
+    return MISMATCH_CORRECTIONS[mode](rho, x.mask_B_T.sum(1), cfg)
+
+
+def _token_sum(per_token_B_T: torch.Tensor, mask_B_T: torch.Tensor, norm_length: int) -> torch.Tensor:
+    return per_token_B_T.sum()
+
+
+def _seq_mean_token_mean(per_token_B_T: torch.Tensor, mask_B_T: torch.Tensor, norm_length: int) -> torch.Tensor:
+    return (per_token_B_T.sum(1) / mask_B_T.sum(1).clamp(min=1)).sum()
+
+
+def _seq_mean_token_sum_norm(per_token_B_T: torch.Tensor, mask_B_T: torch.Tensor, norm_length: int) -> torch.Tensor:
+    return (per_token_B_T.sum(1) / norm_length).sum()
+
+
+# (masked per-token loss [B, T], mask, norm_length) -> the sum the normaliser divides (module docstring);
+# keyed by `loss.aggregation`.
+Aggregate = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+AGGREGATIONS: dict[str, Aggregate] = {
+    "token-mean": _token_sum,
+    "seq-mean-token-mean": _seq_mean_token_mean,
+    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+}
 
 
 def aggregate(loss_B_T: torch.Tensor, mask_B_T: torch.Tensor, aggregation: str, normalizer: float,
               norm_length: int) -> torch.Tensor:
-    per_token = torch.where(mask_B_T, loss_B_T, 0.0)
-    if aggregation == "token-mean":
-        return per_token.sum() / normalizer
-    if aggregation == "seq-mean-token-mean":
-        return (per_token.sum(1) / mask_B_T.sum(1).clamp(min=1)).sum() / normalizer
-    if aggregation == "seq-mean-token-sum-norm":
-        return (per_token.sum(1) / norm_length).sum() / normalizer
-    raise ValueError(f"unknown aggregation {aggregation!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; one of {sorted(AGGREGATIONS)}")
+    return AGGREGATIONS[aggregation](torch.where(mask_B_T, loss_B_T, 0.0), mask_B_T, norm_length) / normalizer
 
 
 def compute_loss(cfg: LossConfig, x: LossInputs, *, entropy_coef: float = 0.0, mismatch: str = "none",

@@ -2,8 +2,10 @@
 
 It computes per-token log-probs and entropies with the fused kernels of `rlvr.kernels` (the LM head is
 applied tile by tile, never materialising [tokens, vocab] logits; `rlvr/learner/forward.py`) and the policy loss
-with the objective table of `rlvr/algorithms/losses.py`. It also runs the cold-start SFT stage and hands out its
-weights for sync (through `rlvr/sync/handout.py`, from one seam, `_weights`). Forwards run without dropout (`policy_model.without_dropout`): pi_old and pi must be the
+with the objective table of `rlvr/algorithms/losses.py` or its fused Triton kernel (`loss.kernel`,
+`rlvr/kernels/fused_loss.py`). It also runs the cold-start SFT stage and hands out its weights for sync
+(through `rlvr/sync/handout.py`, from one seam, `_weights`). Forwards run without dropout
+(`policy_model.without_dropout`): pi_old and pi must be the
 same function of the weights for the ratio to mean anything.
 
 Several learners form a data-parallel group (`rlvr/learner/group.py`): each rank trains on its share of
@@ -29,9 +31,10 @@ import torch
 
 from rlvr.algorithms.batch import TrainBatch, per_token
 from rlvr.algorithms.entropy_control import EntropyControl
-from rlvr.algorithms.losses import LossInputs, LossStats, compute_loss
+from rlvr.algorithms.losses import LossInputs, LossStats
 from rlvr.algorithms.token_advantages import TokenAdvantage
 from rlvr.config import LoraConfig, LossConfig
+from rlvr.kernels.fused_loss import policy_loss
 from rlvr.learner.engine import LearnerEngine, all_reduce, join_group, make_engine, world_size
 from rlvr.learner.forward import checkpoint_layers, token_logprobs
 from rlvr.learner.group import shard_prompts
@@ -212,8 +215,8 @@ class Learner:
                         logprobs, old, sub.sampler_logprobs_B_Lc.to(self.device), advantages, mask, normalizer,
                         ref_logprobs_B_T=ref, entropy_B_T=entropy,
                     )
-                    loss, micro = compute_loss(self.loss_config, inputs, entropy_coef=coef, mismatch=self.mismatch,
-                                               norm_length=self.norm_length)
+                    loss, micro = policy_loss(self.loss_config, inputs, entropy_coef=coef, mismatch=self.mismatch,
+                                              norm_length=self.norm_length)  # loss.kernel: table or kernel
                     # An empty micro-batch joins the collectives with a zero gradient and adds nothing.
                     self.updater.backward(loss * (0.0 if empty else self.updater.loss_scale), boundary=i == len(chunks) - 1)
                     if not empty:

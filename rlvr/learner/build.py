@@ -46,11 +46,27 @@ def norm_length(cfg: Config) -> int:
     return cfg.loss.norm_length or cfg.rollout.max_tokens
 
 
+def learner_options(cfg: Config, options: dict) -> dict:
+    """A learner rank's Ray options, plus TRITON_INTERPRET=1 when `loss.kernel = "triton"` runs without a GPU.
+
+    Triton reads the variable when a kernel module is imported (`@triton.jit` decides then whether the
+    kernel is interpreted), so it must be in the actor process's environment from its start: Ray's
+    runtime_env sets it before the worker imports anything, and a worker with another environment is a
+    new process. Setting os.environ inside the actor would come too late (rlvr.learner.actor imports the
+    kernels). "auto" on CPU runs the torch table and needs nothing.
+    """
+    if cfg.loss.kernel != "triton" or cfg.learner.gpus > 0:
+        return options
+    runtime_env = dict(options.get("runtime_env") or {})
+    runtime_env["env_vars"] = dict(runtime_env.get("env_vars") or {}) | {"TRITON_INTERPRET": "1"}
+    return options | {"runtime_env": runtime_env}
+
+
 def build_learner(cfg: Config, model_path: str, options: list[dict]) -> LearnerGroup:
     """The learner group: `learner.ranks` Learner actors, one per entry of `options` (not yet connected)."""
     on_gpu, l = cfg.learner.gpus > 0, cfg.learner
     actors = [
-        Learner.options(**options[rank]).remote(
+        Learner.options(**learner_options(cfg, options[rank])).remote(
             model_path,
             dtype=cfg.model.dtype,
             optim=OptimSpec(lr=l.lr, betas=l.betas, weight_decay=l.weight_decay, grad_clip=l.grad_clip,

@@ -19,7 +19,18 @@ def test_logprobs_prints_one_json_object(capsys):
 
 def test_policy_loss_steps_run():
     """In-process (the child processes are the same code path as above)."""
-    args = bench._parser().parse_args(["policy-loss", "--batch", "3", "--seq", "17", "--ratio-level", "sequence"])
-    for impl in ("naive", "ours"):
+    args = bench._parser().parse_args(["policy-loss", "--batch", "3", "--seq", "17", "--policy", "gspo"])
+    for impl in ("torch", "triton"):
         result = bench._measure(bench._policy_loss_step(args, impl, torch.device("cpu")), torch.device("cpu"), 1, 0)
         assert len(result["times_s"]) == 1
+
+
+def test_policy_loss_reports_the_interpreters_agreement_on_cpu(capsys):
+    argv = ["policy-loss", "--batch", "4", "--seq", "37", "--mismatch", "mis_seq", "--policy", "gppo"]
+    assert bench.main([*argv, "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "Triton interpreter" in report["device"] and "results" not in report  # no interpreter timings
+    triton = report["agreement"]["vs_torch"]["triton"]
+    assert triton["stats_keys_equal"] and report["agreement"]["grad_logprobs_max_abs"] > 0
+    assert triton["loss_abs_diff"] < 1e-6 and triton["grad_logprobs_max_abs_diff"] < 1e-6
+    assert triton["grad_entropy_max_abs_diff"] < 1e-6 and triton["stats_max_diff"] < 1e-5

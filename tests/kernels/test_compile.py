@@ -21,9 +21,10 @@ from triton.compiler import ASTSource
 
 lin = importlib.import_module("rlvr.kernels.fused_linear")
 lg = importlib.import_module("rlvr.kernels.selective_log_softmax")
-pl = importlib.import_module("rlvr.kernels.clipped_loss")
+fl = importlib.import_module("rlvr.kernels.fused_loss")
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-FLOATS = {"inv_temperature", "clip_lo", "clip_hi", "dual_c", "kl_coef", "ent_coef", "norm_length"}
+FLOATS = {"inv_temperature", "clip_lo", "clip_hi", "dual_c", "kl_coef", "ent_coef", "is_cap", "is_low", "is_high",
+          "norm_length", "clamp"}
 INPUT_DTYPE = {"h_ptr", "w_ptr", "dz_ptr", "logits_ptr", "grad_ptr"}
 TY = {torch.bfloat16: "bf16", torch.float32: "fp32"}
 
@@ -34,7 +35,8 @@ def signature(fn, dtype):
         if p.is_constexpr:
             sig[p.name] = "constexpr"
         elif p.name.endswith("_ptr"):
-            sig[p.name] = "*i64" if p.name == "targets_ptr" else f"*{TY[dtype]}" if p.name in INPUT_DTYPE else "*fp32"
+            sig[p.name] = ("*i64" if p.name == "targets_ptr" else "*i8" if p.name == "mask_ptr"
+                           else f"*{TY[dtype]}" if p.name in INPUT_DTYPE else "*fp32")
         else:
             sig[p.name] = "fp32" if p.name in FLOATS else "i32"
     return sig
@@ -62,10 +64,11 @@ for arch in (80, 90):
         block_n, block_v = lg._launch_config(151936)
         for fn in (lg._logits_fwd_kernel, lg._logits_bwd_kernel):
             results[f"sm{arch} {fn.__name__} {TY[dtype]}"] = usage(fn, dtype, dict(BLOCK_N=block_n, BLOCK_V=block_v), arch)
-    for seq, dual, agg, est in ((False, True, 0, 2), (True, False, 1, 0), (True, True, 2, 1)):
-        consts = dict(SEQ_RATIO=seq, DUAL=dual, HAS_REF=True, KL_TERM=True, KL_EST=est, HAS_ENT=True, ENT_TERM=True,
-                      AGG=agg, NSTAT=pl._NSTAT, BLOCK_T=1024)
-        results[f"sm{arch} _policy_loss_kernel seq={seq} agg={agg}"] = usage(pl._policy_loss_kernel, torch.float32, consts, arch)
+    # The fused loss at its heaviest: every term on, one case per policy (each a different code path).
+    for policy, code in fl.POLICY_CODES.items():
+        consts = dict(POLICY=code, DUAL_CLIP=code < 2, HAS_REF=True, KL_TERM=True, KL_EST=code, HAS_ENT=True,
+                      ENT_TERM=True, MISMATCH=1 + code, HAS_W=True, AGG=code % 3, NSTAT_=fl.NSTAT, BLOCK_T=fl.MAX_BLOCK_T)
+        results[f"sm{arch} _loss_kernel {policy}"] = usage(fl._loss_kernel, torch.float32, consts, arch)
 print(json.dumps(results))
 """
 
@@ -82,4 +85,4 @@ def test_kernels_compile_without_spills():
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     spilled = {name: r for name, r in results.items() if r["stack"] > 0}
     assert not spilled, f"kernels using local memory (register spills): {spilled}"
-    assert len(results) == 2 * (2 * 4 + 3)
+    assert len(results) == 2 * (2 * 4 + 4)

@@ -152,7 +152,6 @@ def test_cross_key_checks_run_once_all_overrides_are_in():
         load_config(None, ["learner.gpus=x", "learner.ranks=2"])  # a bad value is named as it comes
 
 
-
 @pytest.mark.parametrize("item, message", [
     ("curriculum.target=1.5", "command line: curriculum.target must be <= 1 (got 1.5)"),
     ("learner.ranks=0", "command line: learner.ranks must be > 0 (got 0)"),
@@ -250,3 +249,36 @@ def test_readme_settings_tables_name_real_keys_values_and_defaults():
                     check_value(key, value)
         for value in re.findall(r"`([^`]+)` \(default\)", what):
             assert len(keys) == 1 and default(keys[0]) == value, f"README: {value} is not the default of {setting}"
+
+
+def test_allowed_names_are_the_tables_keys():
+    """One owner per name: each Literal of the config lists exactly its table's keys (plus the documented
+    names that are not entries), so adding an entry is one edit and a stale name fails here."""
+    import typing
+
+    from rlvr import config
+    from rlvr.algorithms.advantages import ESTIMATORS
+    from rlvr.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, MISMATCH_CORRECTIONS, POLICY_LOSSES
+
+    def names(literal) -> set[str]:
+        return set(typing.get_args(literal))
+
+    assert names(config.Advantage) == set(ESTIMATORS) | {"gae", "none"}  # gae: the critic; none: distillation
+    assert names(config.PolicyObjective) == set(POLICY_LOSSES)
+    assert names(config.KLEstimator) == set(KL_ESTIMATORS)
+    assert names(config.Mismatch) == set(MISMATCH_CORRECTIONS) | {"none", "auto"}  # weight 1; resolved by the builder
+    assert names(config.Aggregation) == set(AGGREGATIONS)
+
+
+def test_config_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, rlvr.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_loss_kernel_names_the_key_when_wrong():
+    assert load_config(None, ["loss.kernel=triton"]).loss.kernel == "triton"
+    with pytest.raises(ConfigError, match="loss.kernel"):
+        load_config(None, ["loss.kernel=cuda"])

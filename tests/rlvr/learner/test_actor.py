@@ -48,7 +48,7 @@ def test_updates_follow_the_advantage_and_report_mismatch(tiny_model):
     up = batch.advantages_B_Lc[:, 0] > 0
     assert (change[up] > 0).all() and (change[~up] < 0).all()
     assert metrics["kl"] > 0 and metrics["grad_norm"] > 0
-    # later minibatches are off-policy after the first steps: the clipped loss (kernels/clipped_loss.py) clips some
+    # later minibatches are off-policy after the first steps: the clipped loss (rlvr/algorithms/losses.py) clips some
     assert metrics["clip_frac/high"] + metrics["clip_frac/low"] > 0, metrics
 
 
@@ -189,3 +189,27 @@ def test_activation_checkpointing_recomputes_and_matches(tiny_model):
     assert n1 > n0  # the backward replayed the layer
     assert ckpt["loss"] == pytest.approx(plain["loss"], abs=1e-6)
     assert (w0 - w1).abs().mean() < 1e-6
+
+
+def test_triton_loss_kernel_makes_the_torch_tables_update(tiny_model, monkeypatch):
+    """loss.kernel = "triton" runs the fused kernel (in the interpreter here) on the learner's path, with the
+    torch table's metrics and update; "torch" never launches it."""
+    from rlvr.kernels import fused_loss
+
+    launches = []
+    launch = fused_loss._launch
+    monkeypatch.setattr(fused_loss, "_launch", lambda *a, **k: launches.append(1) or launch(*a, **k))
+    batch = _batch_with_own_logprobs(tiny_model)
+    out = {}
+    for kernel in ("torch", "triton"):
+        cfg = LossConfig(kernel=kernel, kl_coef=0.05, clip_high=0.28, aggregation="seq-mean-token-mean")
+        learner = LearnerClass(tiny_model, optim=OptimSpec(lr=3e-3), loss=cfg, threads=2, epochs=2, micro_batch_size=2,
+                               mismatch="tis", entropy=None)
+        before = learner.logprobs(batch)
+        metrics = learner.train_step(dataclasses.replace(batch, ref_logprobs_B_Lc=before))
+        out[kernel] = metrics, learner.logprobs(batch)
+        assert bool(launches) == (kernel == "triton"), kernel
+    (m_torch, after_torch), (m_triton, after_triton) = out["torch"], out["triton"]
+    for key in ("loss", "loss/pg", "loss/kl", "grad_norm", "kl", "approx_kl", "ratio/mean", "clip_frac/low", "clip_frac/high"):
+        assert m_triton[key] == pytest.approx(m_torch[key], rel=1e-5, abs=1e-7), key
+    torch.testing.assert_close(after_triton, after_torch, atol=1e-5, rtol=1e-5)
