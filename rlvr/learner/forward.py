@@ -32,9 +32,13 @@ def completion_states(run: torch.nn.Module, batch: TrainBatch, device: torch.dev
     index = batch.prompt_index_B.to(device)
     prompt_mask, mask = prompts != PAD, completions != PAD
     prompt_len = prompt_mask.sum(1)
-    inputs = completions[:, :-1].clamp(min=0)  # completion token t predicts token t + 1
+    # Completion token t predicts token t + 1. One-token completions still run the completion pass (on that
+    # token, its output cut off below): under ZeRO-3 every module call gathers its parameters across the
+    # ranks, so each rank's micro-batches must call the same modules as often, whatever their lengths.
+    width = max(completions.shape[1] - 1, 1)
+    inputs = completions[:, :width].clamp(min=0)
     positions = prompt_len[index, None] + torch.arange(inputs.shape[1], device=device)
-    attention = torch.cat([prompt_mask[index], mask[:, :-1]], 1).long()
+    attention = torch.cat([prompt_mask[index], mask[:, :width]], 1).long()
     pick = (lambda out: out.last_hidden_state) if hidden else (lambda out: out.logits)
     first = run(input_ids=prompts.clamp(min=0), attention_mask=prompt_mask.long(),
                 position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), use_cache=True,
@@ -46,7 +50,7 @@ def completion_states(run: torch.nn.Module, batch: TrainBatch, device: torch.dev
         if not replayable:
             cache.batch_select_indices(index)
         rest = run(input_ids=inputs, attention_mask=attention, position_ids=positions, past_key_values=cache)
-        states = torch.cat([states, pick(rest)], 1)
+        states = torch.cat([states, pick(rest)], 1)[:, : completions.shape[1]]
     return states
 
 
