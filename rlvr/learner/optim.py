@@ -118,6 +118,16 @@ class TorchUpdater:
                 p.copy_(saved)
 
 
+def _skip_shared_memory_allreduce_build() -> None:
+    """DeepSpeed's comm backend on a CPU accelerator JIT-compiles a shared-memory all-reduce op when it starts
+    (deepspeed/comm/torch.py, `build_shm_op`): about 50 s of C++ on a machine's first run, for an op that serves
+    only `inference_all_reduce` (never called in training) and that activates only with LOCAL_SIZE set. The
+    training collectives go through torch.distributed (gloo) either way."""
+    import deepspeed.comm.torch
+
+    deepspeed.comm.torch.build_shm_op = lambda: None
+
+
 class DeepSpeedUpdater:
     """A DeepSpeed engine around the model, one process (this learner actor) as the whole world.
 
@@ -129,6 +139,8 @@ class DeepSpeedUpdater:
     def __init__(self, model: torch.nn.Module, spec: OptimSpec, zero_stage: int, compute_dtype: torch.dtype) -> None:
         import deepspeed
 
+        if not torch.cuda.is_available():
+            _skip_shared_memory_allreduce_build()
         if not torch.distributed.is_initialized():  # a learner of one rank: its own world
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", str(free_port()))
