@@ -13,7 +13,7 @@ from rlvr.algorithms.batch import make_train_batch
 from rlvr.config import ConfigError, LossConfig, load_config
 from rlvr.learner.actor import Learner
 from rlvr.learner.optim import OptimSpec
-from rlvr.rollout.worker import RolloutWorker, SamplingSpec
+from rlvr.rollout.worker import SamplingSpec
 from rlvr.runtime.remote import CallTimeout
 from rlvr.sync.build import sync_kind
 from rlvr.sync.gloo_transfer import buckets
@@ -91,17 +91,6 @@ def learner(ray_cluster, tiny_model):
     ray.get(handle.set_reference.remote())
     yield handle
     ray.kill(handle)
-
-
-@pytest.fixture(scope="module")
-def engines(ray_cluster, tiny_model):
-    """Two engines able to take every CPU transport (the gloo one needs it at engine build time)."""
-    handles = [RolloutWorker.remote(tiny_model, max_model_len=64, prompt_template="{prompt}", engine_index=i,
-                                    num_engines=2, weight_transfer="rlvr_gloo") for i in range(2)]
-    ray.get([h.ready.remote() for h in handles])
-    yield handles
-    for h in handles:
-        ray.kill(h)
 
 
 def train_once(learner, engine, seed: int) -> dict[str, torch.Tensor]:
@@ -215,6 +204,7 @@ def test_a_stuck_engine_is_an_error_naming_it_within_the_deadline(kind, learner,
 @pytest.mark.vllm
 def test_a_failing_engine_is_an_error_naming_it(engines, tiny_model):
     learner = Learner.remote(tiny_model, optim=OptimSpec(lr=1e-2), loss=LossConfig(), threads=1)  # a new file
+    ray.get(learner.__ray_ready__.remote(), timeout=120)  # the deadline below times the push, not the model load
     broken = StandInEngine.remote("fail")
     before = set(os.listdir("/dev/shm"))
     with pytest.raises(RuntimeError, match="(?s)engine 0 \\(actor .*\\): load_weights .* failed: .*out of memory"):
