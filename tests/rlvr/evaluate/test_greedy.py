@@ -6,7 +6,7 @@ import ray
 from rlvr.config import RewardConfig, RewardTermConfig
 from rlvr.evaluate.greedy import evaluate
 from rlvr.rollout.sampling import generate_and_score
-from rlvr.rollout.worker import RolloutWorker, SamplingSpec
+from rlvr.rollout.worker import SamplingSpec
 from rlvr.scoring.correctness import Correctness
 from rlvr.scoring.service import build_reward_service
 from rlvr.types import Rollout, Sample
@@ -15,8 +15,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 HELD_OUT = [Sample(id=f"h{i}", prompt=f"{i} + {i} =", answer="") for i in range(6)]
 
 
-def test_held_out_evaluation_leaves_laser_d_state_unchanged(ray_cluster, tiny_model):
-    worker = RolloutWorker.remote(tiny_model, max_model_len=64, prompt_template="{prompt}")
+def test_held_out_evaluation_leaves_laser_d_state_unchanged(engines):
+    worker = engines[0]
     # The correctness term is `truncation` with penalty +1: the random tiny model's 4-token greedy answers
     # run to the limit, so they count as correct, and a LASER-D that learned from them would record 4.
     cfg = RewardConfig(terms=(
@@ -37,5 +37,4 @@ def test_held_out_evaluation_leaves_laser_d_state_unchanged(ray_cluster, tiny_mo
     # The same greedy answers scored as training scores them do move LASER-D's target to 4 tokens.
     generate_and_score([worker], service, HELD_OUT, SamplingSpec(n=1, max_tokens=4, temperature=0.0))
     assert probe_value() == 0.0
-    ray.kill(worker)
     ray.get(service.close.remote())

@@ -27,7 +27,7 @@ def test_ray_gauges_reach_the_prometheus_endpoint(ray_cluster):
 
     RayMetrics().log(7, {"reward/mean": 0.375, "timing/step_s": 1.25, "note": "text", "bad": float("nan")})
     url, found = f"http://127.0.0.1:{metrics_port()}/metrics", {}
-    deadline = time.monotonic() + 60  # Ray's agent exports about every 10 s
+    deadline = time.monotonic() + 60  # the agent exports every 2 s here (tests/conftest.py), 10 s by default
     while time.monotonic() < deadline and len(found) < 3:
         for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
             for name in ("rlvr_reward_mean", "rlvr_timing_step_s", "rlvr_step"):

@@ -9,22 +9,17 @@ from rlvr.algorithms.batch import make_train_batch
 from rlvr.config import LossConfig
 from rlvr.learner.actor import Learner
 from rlvr.learner.optim import OptimSpec
-from rlvr.rollout.worker import RolloutWorker, SamplingSpec, request_seed
+from rlvr.rollout.worker import SamplingSpec, request_seed
 from rlvr.types import Sample, ScoredRollout, TermResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 SAMPLES = [Sample(id=str(i), prompt=f"{i} + {i + 1} =", answer=str(2 * i + 1)) for i in range(5)]
 
 
-@pytest.fixture(scope="module")
-def worker(ray_cluster, tiny_model):
-    # A small per-step token budget, so that batches of prompts exceed it (rlvr/rollout/vllm_cpu.py, point 3).
-    # Engine 0 of 2: test_two_engines_never_share_a_seed adds engine 1.
-    handle = RolloutWorker.remote(tiny_model, max_model_len=64, max_num_batched_tokens=64, prompt_template="{prompt}",
-                                  engine_index=0, num_engines=2)
-    ray.get(handle.ready.remote())
-    yield handle
-    ray.kill(handle)
+@pytest.fixture
+def worker(engines):
+    """Engine 0 of the session's two (tests/conftest.py), with a per-step token budget of 64 tokens."""
+    return engines[0]
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +73,14 @@ def test_no_two_samples_of_a_request_batch_share_a_random_stream(worker):
     assert sum(other[k][j] == by_id[k][j] for k in by_id for j in range(4)) < 12
 
 
-def test_two_engines_never_share_a_seed(worker, tiny_model):
+def test_two_engines_never_share_a_seed(engines):
     """Each engine numbers its prompts from 0; without the engine index in the seed, engine 1's k-th
     prompt would replay engine 0's k-th (identical prompts then give identical completions)."""
-    second = RolloutWorker.remote(tiny_model, max_model_len=64, prompt_template="{prompt}", engine_index=1, num_engines=2)
+    worker, second = engines  # the same weights
     same = [Sample(id=str(i), prompt="1 + 2 =", answer="3") for i in range(4)]
     spec = SamplingSpec(n=2, max_tokens=6, seed=9)
     first = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(worker, same, spec)}
     other = {g[0].sample.id: [r.completion_ids for r in g] for g in generate(second, same, spec)}
-    ray.kill(second)
     assert sum(first[k][j] == other[k][j] for k in first for j in range(2)) < 4
 
 

@@ -105,7 +105,7 @@ def test_tensor_parallel_engines_do_not_straddle_nodes(two_node_cluster):
         plan.release()
 
 
-@pytest.mark.parametrize("engines,t", [(2, 2), (4, 1)])
+@pytest.mark.parametrize("engines,t", [(2, 2), (2, 1)])
 def test_colocated_rank_r_shares_the_gpu_of_engine_worker_r(two_node_cluster, engines, t):
     cfg = load_config(None, ["learner.gpus=1", f"learner.ranks={engines * t}", f"rollout.num_engines={engines}",
                              f"rollout.gpus_per_engine={t}", "cluster.placement=colocated"])
@@ -135,10 +135,15 @@ def test_request_larger_than_cluster_fails_naming_the_bundles(two_node_cluster):
 
 
 def test_engines_alone_for_eval(two_node_cluster):
+    """No learner is reserved: two engines of 4 GPUs fill both nodes. (That an engine's workers then hold its
+    bundles' GPUs is test_disaggregated_roles_hold_disjoint_gpus_and_an_engine_one_node's check.)"""
     cfg = load_config(None, ["rollout.num_engines=2", "rollout.gpus_per_engine=4"])
     options = engine_options(cfg, timeout_s=30)
     try:
-        assert [len(set(gpus)) for gpus in start(options, 4)] == [4, 4]
+        tables = [placement_group_table(o["scheduling_strategy"].placement_group) for o in options]
+        assert [len(t["bundles"]) for t in tables] == [4, 4]
+        nodes = [set(t["bundles_to_node_id"].values()) for t in tables]
+        assert all(len(n) == 1 for n in nodes) and nodes[0] != nodes[1]
     finally:
         for o in options:
             ray.util.remove_placement_group(o["scheduling_strategy"].placement_group)
@@ -209,11 +214,15 @@ def test_engines_sleep_around_the_learner_step_only_when_colocated(two_node_clus
         ray.kill(e)
 
 
+@pytest.mark.ray
 @pytest.mark.vllm
-def test_colocated_on_cpu_skips_sleep_and_keeps_the_engine(two_node_cluster, tiny_model):
+def test_colocated_on_cpu_skips_sleep_and_keeps_the_engine(engines):
+    """On CPU a colocated run places nothing (no placement group) and its engines, whatever `sleep_mode`
+    says (`RolloutWorker` ignores it without a GPU), skip the sleep around the learner step."""
     cfg = load_config(None, ["cluster.placement=colocated"])
     plan = place(cfg)
-    worker = RolloutWorker.options(**plan.engines[0]).remote(tiny_model, max_model_len=64, sleep_mode=True)
+    assert plan.colocated and "scheduling_strategy" not in plan.engines[0]
+    worker = engines[0]  # the session's (tests/conftest.py)
     samples, spec = [Sample(id="0", prompt="1 + 2 =", answer="3")], SamplingSpec(n=2, max_tokens=5, seed=7)
 
     def draw():
@@ -226,7 +235,6 @@ def test_colocated_on_cpu_skips_sleep_and_keeps_the_engine(two_node_cluster, tin
         assert ray.get(worker.sleep.remote()) is False
     assert ray.get(worker.wake_up.remote()) is False
     assert draw() == before  # same seeds, same weights: the engine was left as it was
-    ray.kill(worker)
 
 
 def test_gpu_engine_arguments_point_vllm_at_the_bundles():
