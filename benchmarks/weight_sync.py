@@ -19,6 +19,8 @@ import time
 
 import ray
 
+TIMEOUT_S = 600  # any one call: a stuck actor ends the benchmark with GetTimeoutError instead of a hang
+
 
 def median_s(fn, repeats: int) -> float:
     times = []
@@ -57,7 +59,7 @@ def engine_pieces(worker, manifest, repeats: int) -> dict[str, float]:
         out["engine: re-pack the GEMM weights"] = timed(vllm_cpu.repack_linear_weights)
         return out
 
-    return ray.get(worker.__ray_call__.remote(measure))
+    return ray.get(worker.__ray_call__.remote(measure), timeout=TIMEOUT_S)
 
 
 def main() -> None:
@@ -85,22 +87,22 @@ def main() -> None:
     workers = [RolloutWorker.options(num_cpus=0, runtime_env={"env_vars": threads}).remote(
         path, dtype=args.dtype, max_model_len=256, engine_index=i, num_engines=args.engines,
         weight_transfer="rlvr_gloo") for i in range(args.engines)]
-    info = ray.get(learner.ready.remote())
-    ray.get([w.ready.remote() for w in workers])
+    info = ray.get(learner.ready.remote(), timeout=TIMEOUT_S)
+    ray.get([w.ready.remote() for w in workers], timeout=TIMEOUT_S)
     nbytes = info["params"] * DTYPES[args.dtype].itemsize
     print(f"{args.model}: {info['params'] / 1e6:.1f} M parameters, {nbytes / 2**20:.0f} MiB in {args.dtype}, "
           f"{args.engines} engine(s), median of {args.repeats}")
 
     rows: dict[str, float] = {}
-    rows["learner: copy of the weights (object store)"] = median_s(lambda: ray.get(learner.named_weights.remote()), 1)
+    rows["learner: copy of the weights (object store)"] = median_s(lambda: ray.get(learner.named_weights.remote(), timeout=TIMEOUT_S), 1)
     ref = learner.named_weights.remote()
-    rows["driver: ray.get of the copy"] = median_s(lambda: ray.get(ref), args.repeats)
-    local = ray.get(ref)
+    rows["driver: ray.get of the copy"] = median_s(lambda: ray.get(ref, timeout=TIMEOUT_S), args.repeats)
+    local = ray.get(ref, timeout=TIMEOUT_S)
     rows["driver: ray.put of the copy"] = median_s(lambda: ray.put(local), args.repeats)
     del local, ref
-    manifest = ray.get(learner.write_shared_weights.remote())
+    manifest = ray.get(learner.write_shared_weights.remote(), timeout=TIMEOUT_S)
     rows["learner: write into the shared-memory file"] = median_s(
-        lambda: ray.get(learner.write_shared_weights.remote()), args.repeats)
+        lambda: ray.get(learner.write_shared_weights.remote(), timeout=TIMEOUT_S), args.repeats)
     rows |= engine_pieces(workers[0], manifest, args.repeats)
 
     syncs = {"shared_memory": SharedMemorySync(learner, workers, 600),

@@ -5,7 +5,7 @@
     (`rlvr bench ...` dispatches here.)
 
 `policy-loss` compares the loss table of rlvr/algorithms/losses.py ("torch"), `torch.compile` of it
-("compile") and the fused kernel of rlvr/kernels/fused_loss.py ("triton"), forward + backward with the
+("compile") and the fused kernel of kernels/fused_loss.py ("triton"), forward + backward with the
 statistics, as the learner calls them. It always reports their agreement with the table (max abs
 difference of the loss, of the gradients w.r.t. log-probs and entropy, and of the statistics); on CPU
 the kernel runs in Triton's interpreter, so only the agreement is reported (interpreter times mean
@@ -297,10 +297,16 @@ def _summary(args, runs: list[dict]) -> dict:
     return result
 
 
+CHILD_TIMEOUT_S = 1800  # one implementation's timing (the interpreter on CPU is the slowest)
+
+
 def _child(argv: list[str], args, child: str, env: dict | None = None) -> tuple[dict | None, str | None]:
     """Run one implementation (or the agreement check) in a fresh process: (its JSON, or its last error line)."""
     cmd = [sys.executable, "-m", "rlvr.kernels.bench", *argv, "--device", args.device, "--child", child]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"{child}: no result within {CHILD_TIMEOUT_S} s"
     if proc.returncode != 0:
         return None, (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
     return json.loads(proc.stdout.strip().splitlines()[-1]), None

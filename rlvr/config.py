@@ -178,7 +178,7 @@ class LossConfig:
     is_low: float = 0.5  # mis, mis_seq: tokens (sequences) whose ratio leaves [is_low, is_high] are masked
     is_high: float = 2.0
     # The loss's implementation: "torch" the table of rlvr/algorithms/losses.py, "triton" the fused kernel
-    # of rlvr/kernels/fused_loss.py (same numbers; on CPU it runs in Triton's interpreter: slow, for checks);
+    # of kernels/fused_loss.py (same numbers; on CPU it runs in Triton's interpreter: slow, for checks);
     # auto: Triton on CUDA, torch elsewhere.
     kernel: LossKernel = "auto"
 

@@ -1,6 +1,6 @@
 """From scored groups to the learner's TrainBatch: the advantage stage, chosen once when the run is built.
 
-    stage = build_stage(cfg, model_path, learner)  # rlvr/learner/build.py: starts the critic / teacher / reference
+    stage = build_stage(cfg, model_path, learner, plan)  # rlvr/learner/build.py: starts the critic / teacher / reference
     stage.prepare(learner)                       # once, after SFT: critic and reference start from the policy
     batch = stage.make_batch(scored_PG)          # advantages (and values, returns, teacher and reference log-probs)
     critic_metrics = stage.update(batch)         # starts PPO's critic update beside the policy's

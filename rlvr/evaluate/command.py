@@ -115,14 +115,13 @@ def main(argv: list[str]) -> int:
 
 def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int) -> tuple[list[dict], dict[str, float]]:
     """Engines and the reward service on a (local or given) Ray cluster; no learner."""
-    import ray
-
     from rlvr.evaluate.sampled import SampledEval
     from rlvr.models.builtin import resolve_model
     from rlvr.rollout.build import build_rollout_workers
     from rlvr.rollout.worker import SamplingSpec
     from rlvr.runtime.cluster import ray_cluster
     from rlvr.runtime.placement import engine_options
+    from rlvr.runtime.remote import wait_all
     from rlvr.scoring.correctness import Correctness, correctness_label
     from rlvr.scoring.service import build_reward_service
 
@@ -132,6 +131,7 @@ def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int) -> tu
     with ray_cluster(cfg):
         workers = build_rollout_workers(cfg, model_path, engine_options(cfg))
         reward_service = build_reward_service(cfg.reward)
-        ray.get([w.ready.remote() for w in workers])
+        wait_all([w.ready.remote() for w in workers], roles=[f"rollout engine {i}" for i in range(len(workers))],
+                 call="ready (engine start)", timeout_s=cfg.cluster.call_timeout_s)
         evaluator = SampledEval(workers, reward_service, samples, spec, Correctness(correctness_label(cfg.reward.terms)), ks)
         return evaluator.run()

@@ -3,7 +3,7 @@
 It computes per-token log-probs and entropies with the fused kernels of `rlvr.kernels` (the LM head is
 applied tile by tile, never materialising [tokens, vocab] logits; `rlvr/learner/forward.py`) and the policy loss
 with the objective table of `rlvr/algorithms/losses.py` or its fused Triton kernel (`loss.kernel`,
-`rlvr/kernels/fused_loss.py`). It also runs the cold-start SFT stage and hands out its weights for sync
+`kernels/fused_loss.py`). It also runs the cold-start SFT stage and hands out its weights for sync
 (through `rlvr/sync/handout.py`, from one seam, `_weights`). Forwards run without dropout
 (`policy_model.without_dropout`): pi_old and pi must be the
 same function of the weights for the ratio to mean anything.
@@ -113,8 +113,9 @@ class Learner:
         return ray.util.get_node_ip_address(), free_port()
 
     def join_group(self, rank: int, world: int, address: str, port: int, timeout_s: float) -> None:
-        """Join the learner group's process group (gloo on CPU, NCCL on GPU); every rank calls it at once."""
-        join_group(rank, world, address, port, "nccl" if self.device.type == "cuda" else "gloo", timeout_s)
+        """Join the learner group's process group (gloo on CPU; on GPU NCCL for CUDA tensors and gloo for the
+        CPU ones the group also reduces: metric sums, pi_old's shares, micro-batch counts); every rank calls it at once."""
+        join_group(rank, world, address, port, "cpu:gloo,cuda:nccl" if self.device.type == "cuda" else "gloo", timeout_s)
         self.rank = rank
 
     # ---- log-probs ----

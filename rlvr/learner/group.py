@@ -1,12 +1,14 @@
 """The learner group: N learner ranks (Ray actors) driven as one learner.
 
     group = LearnerGroup(actors, timeout_s=cfg.cluster.call_timeout_s)   # rlvr/learner/build.py builds it
-    group.connect()                       # one torch.distributed group: gloo on CPU, NCCL on GPU
-    metrics = group.train_step(batch)     # each rank trains on its share of the prompts
+    group.connect()                       # one torch.distributed group: gloo on CPU, NCCL (+ gloo) on GPU
+    metrics = group.train_step(batch)     # each rank trains on its share of each minibatch
 
 Every call fans out to the ranks and waits for all of them with one deadline (a rank that dies or hangs
-is an error naming it). The batch goes into the object store once; each rank reads it and trains on the
-prompt rows assigned to it (`shard_prompts`: contiguous, balanced by completion tokens). Sums (loss
+is an error naming it). The batch goes into the object store once; each rank reads it. The group's shards
+(`shard_prompts`: contiguous, balanced by completion tokens) are each rank's prompts for the log-prob
+passes (pi_old); the update splits every shuffled minibatch part anew among the ranks, alike on every rank
+(`Learner.train_step`), so minibatch j is the one a single rank would take. Sums (loss
 normalisers, loss statistics) are reduced inside the group by the ranks themselves, so every rank returns
 the group's metrics and rank 0's are kept. Rank 0 is the source of the weights (sync, save).
 """

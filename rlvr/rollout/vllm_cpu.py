@@ -15,8 +15,8 @@
    token of a partial prefill, which CPU generators cannot do). Chunked prefill is therefore off: a step
    admits only whole prompts that fit its token budget.
 
-tests/rlvr/test_vllm_cpu.py fails loudly if a vLLM upgrade changes the behaviour behind 2, and
-tests/rlvr/test_rollout.py covers 3 with more prompt tokens than one step's budget.
+tests/rlvr/rollout/test_vllm_cpu.py fails loudly if a vLLM upgrade changes the behaviour behind 2, and
+tests/rlvr/rollout/test_worker.py covers 3 with more prompt tokens than one step's budget.
 """
 
 from __future__ import annotations
