@@ -123,9 +123,10 @@ def _skip_shared_memory_allreduce_build() -> None:
     (deepspeed/comm/torch.py, `build_shm_op`): about 50 s of C++ on a machine's first run, for an op that serves
     only `inference_all_reduce` (never called in training) and that activates only with LOCAL_SIZE set. The
     training collectives go through torch.distributed (gloo) either way."""
-    import deepspeed.comm.torch
+    import importlib
 
-    deepspeed.comm.torch.build_shm_op = lambda: None
+    # By module path: the attribute `deepspeed.comm.torch` is the torch package (deepspeed.comm imports it).
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 
 class DeepSpeedUpdater:

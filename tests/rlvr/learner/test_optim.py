@@ -49,3 +49,22 @@ def test_deepspeed_matches_torch(ray_cluster, tiny_model, stage):
     assert metrics[0]["loss"] == pytest.approx(metrics[1]["loss"], rel=1e-4, abs=1e-6)
     for learner in learners:
         ray.kill(learner)
+
+
+def test_deepspeed_on_cpu_does_not_build_the_shared_memory_allreduce_op(monkeypatch):
+    """The op serves DeepSpeed's inference all-reduce only; building it is ~50 s of C++ on a machine's first
+    DeepSpeed start (CI's every run). What DeepSpeed's comm backend calls when it starts must not build it."""
+    import importlib
+
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    from rlvr.learner.optim import _skip_shared_memory_allreduce_build
+
+    def build(self, *args, **kwargs):
+        raise AssertionError("the shared-memory all-reduce op was built")
+
+    monkeypatch.setattr(ShareMemCommBuilder, "load", build)
+    comm = importlib.import_module("deepspeed.comm.torch")
+    monkeypatch.setattr(comm, "build_shm_op", comm.build_shm_op)  # restored after the test
+    _skip_shared_memory_allreduce_build()
+    assert comm.build_shm_op() is None
