@@ -19,6 +19,19 @@ from rlvr.types import Sample
 pytestmark = pytest.mark.ray
 
 
+@pytest.fixture(autouse=True)
+def _gpus_given_back(request):
+    """Ray removes placement groups asynchronously: after a two-node test, wait until every GPU is free again.
+    Otherwise the next test's groups are placed around the last test's leftovers (its learner ranks packed
+    onto the node its second engine needed), which no real run meets: a run reserves on an idle cluster."""
+    yield
+    if "two_node_cluster" in request.fixturenames and ray.is_initialized():
+        deadline = time.monotonic() + 60
+        while ray.available_resources().get("GPU", 0) < ray.cluster_resources().get("GPU", 0):
+            assert time.monotonic() < deadline, ray.available_resources()
+            time.sleep(0.1)
+
+
 def gpus_here() -> list[tuple[str, int]]:
     node = ray.get_runtime_context().get_node_id()
     return [(node, int(g)) for g in ray.get_gpu_ids()]
