@@ -58,6 +58,12 @@ INTERPRETED_BLOCK_T = 32
 
 
 @triton.jit
+def _tile(ptr, row, ts, ok):
+    """One sequence's token tile of a [B, T] input, in fp32; 0 past the sequence's end."""
+    return tl.load(ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _loss_kernel(
     lp_ptr, old_ptr, sampler_ptr, adv_ptr, mask_ptr, w_ptr, ref_ptr, ent_ptr, grad_lp_ptr, grad_ent_ptr, stats_ptr,
     T, clip_lo, clip_hi, dual_c, kl_coef, ent_coef, is_cap, is_low, is_high, norm_length, clamp,
@@ -77,12 +83,12 @@ def _loss_kernel(
         valid = tl.load(mask_ptr + row + ts, mask=ok, other=0) != 0
         length += tl.sum(valid.to(tl.float32), axis=0)
         if POLICY == 1:
-            lp = tl.load(lp_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
-            old = tl.load(old_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
+            lp = _tile(lp_ptr, row, ts, ok)
+            old = _tile(old_ptr, row, ts, ok)
             lr_sum += tl.sum(tl.minimum(tl.maximum(tl.where(valid, lp - old, 0.0), -clamp), clamp), axis=0)
         if MISMATCH == 2 or MISMATCH == 4:
-            old = tl.load(old_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
-            smp = tl.load(sampler_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
+            old = _tile(old_ptr, row, ts, ok)
+            smp = _tile(sampler_ptr, row, ts, ok)
             mis_sum += tl.sum(tl.minimum(tl.maximum(tl.where(valid, old - smp, 0.0), -clamp), clamp), axis=0)
     if AGG == 0:  # token-mean
         scale = 1.0
@@ -112,9 +118,9 @@ def _loss_kernel(
         ts = t0 + tl.arange(0, BLOCK_T)
         ok = ts < T
         valid = tl.load(mask_ptr + row + ts, mask=ok, other=0) != 0
-        lp = tl.load(lp_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
-        old = tl.load(old_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
-        adv = tl.load(adv_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
+        lp = _tile(lp_ptr, row, ts, ok)
+        old = _tile(old_ptr, row, ts, ok)
+        adv = _tile(adv_ptr, row, ts, ok)
         raw = tl.where(valid, lp - old, 0.0)
         rho = tl.minimum(tl.maximum(raw, -clamp), clamp)
         passes = valid & (raw >= -clamp) & (raw <= clamp)  # clamp's gradient
@@ -166,7 +172,7 @@ def _loss_kernel(
             weight = tl.full(lp.shape, 1.0, tl.float32)
         else:
             if MISMATCH == 1 or MISMATCH == 3:
-                smp = tl.load(sampler_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
+                smp = _tile(sampler_ptr, row, ts, ok)
                 mw = tl.exp(tl.minimum(tl.maximum(tl.where(valid, old - smp, 0.0), -clamp), clamp))
             else:
                 mw = tl.zeros_like(lp) + seq_w
@@ -178,13 +184,13 @@ def _loss_kernel(
                 weight = tl.where(flag, 0.0, 1.0)
             n_is += tl.sum((valid & flag).to(tl.float32), axis=0)
         if HAS_W:
-            weight = weight * tl.load(w_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
+            weight = weight * _tile(w_ptr, row, ts, ok)
         weight = tl.where(valid, weight, 0.0)
 
         acc_pg += tl.sum(tl.where(valid, pg * weight, 0.0), axis=0)
         g = grad
         if HAS_REF:
-            ref = tl.load(ref_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
+            ref = _tile(ref_ptr, row, ts, ok)
             d_raw = ref - lp
             d = tl.minimum(tl.maximum(d_raw, -clamp), clamp)
             d_passes = (d_raw >= -clamp) & (d_raw <= clamp)
@@ -205,7 +211,7 @@ def _loss_kernel(
                 acc_kl += tl.sum(tl.where(valid, kl * weight, 0.0), axis=0)
                 g += kl_coef * tl.where(d_passes, -dkl_dd, 0.0)  # d d / d log pi = -1
         if HAS_ENT:
-            ent = tl.load(ent_ptr + row + ts, mask=ok, other=0.0).to(tl.float32)
+            ent = _tile(ent_ptr, row, ts, ok)
             ent_sum += tl.sum(tl.where(valid, ent, 0.0), axis=0)
             if ENT_TERM:
                 acc_ent += tl.sum(tl.where(valid, ent * weight, 0.0), axis=0)
