@@ -96,7 +96,7 @@ def _engine_pair(ray_cluster, tiny_model):
     # the gloo transfer backend, which an engine takes only when it is built, so every CPU transport works.
     handles = [RolloutWorker.remote(tiny_model, max_model_len=64, max_num_batched_tokens=64, prompt_template="{prompt}",
                                     engine_index=i, num_engines=2, weight_transfer="rlvr_gloo") for i in range(2)]
-    ray.get([h.ready.remote() for h in handles])
+    ray.get([h.ready.remote() for h in handles], timeout=600)  # an engine that never starts fails the test
     return handles  # they end with the session's cluster (the two-node tests, last, may have replaced it)
 
 
@@ -109,5 +109,5 @@ def engines(_engine_pair, tiny_model):
     from safetensors.torch import load_file
 
     weights = load_file(f"{tiny_model}/model.safetensors")
-    ray.get([h.load_weights.remote(weights, 0) for h in _engine_pair])
+    ray.get([h.load_weights.remote(weights, 0) for h in _engine_pair], timeout=120)
     return _engine_pair
