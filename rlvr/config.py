@@ -116,6 +116,11 @@ class RewardConfig:
     # A call that hits timeout_s scores this (0.0 as verl and TRL do; counted in reward/<term>/timeouts and
     # printed on the console, never a silent 0). nan voids the rollout instead, as a crash or error does.
     timeout_value: float = 0.0
+    # A step whose share of rollouts without a reward (an error or crash of a weighted term, or a NaN timeout)
+    # exceeds this stops the run, naming the terms: 0.5 of them voided is a verifier bug, not noise, and the
+    # update would train on what is left. Over every rollout drawn (all of dynamic sampling's rounds). 0: any
+    # voided rollout stops it; 1: only a step with no reward at all does.
+    max_failed_frac: Fraction = 0.5
 
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae", "none"]

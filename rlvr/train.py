@@ -22,7 +22,7 @@ from rlvr.learner.optim import OptimSpec
 from rlvr.models.builtin import resolve_model
 from rlvr.models.tiny import TinyShape
 from rlvr.observe.console import RewardFailures
-from rlvr.observe.metrics import MetricsLogger, rollout_metrics
+from rlvr.observe.metrics import MetricsLogger, failure_totals, rollout_metrics
 from rlvr.observe.trackers import build_trackers
 from rlvr.rollout.build import build_rollout_workers
 from rlvr.rollout.sampling import DynamicSampling, OnePass, generate_and_score
@@ -94,7 +94,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                                     SamplingSpec(e.n, eval_tokens, e.temperature, seed=cfg.rollout.seed), correctness, e.k)
         trackers = build_trackers(cfg.train.loggers, out, to_dict(cfg), start_step=start)
         logger = MetricsLogger(out, total_steps=stop, trackers=trackers, console=console, start_step=start)
-        failures = RewardFailures(logger.print)
+        failures = RewardFailures(logger.print, cfg.reward.max_failed_frac)
         try:
             prompts = build_prompt_source(cfg.curriculum, splits.train, cfg.data.batch_size, cfg.train.seed, tracker)
             shapers = ShaperStates(reward_service, cfg.cluster.call_timeout_s)  # the reward shapers' resumable state
@@ -124,7 +124,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                                     cfg.rollout.top_p, seed=cfg.rollout.seed * 100_003 + step)
                 sampled = sampler.sample(prompts, spec)
                 scored_PG, times = sampled.train_PG, sampled.times
-                step_rewards = failures.check_step(step, sampled.all_PG, logger)  # raises if no reward at all
+                step_rewards = failures.check_step(step, sampled.all_PG, logger)  # raises if too many failed
                 curriculum_metrics = tracker.update(sampled.all_PG)
                 batch = stage.make_batch(scored_PG)
                 train_start = time.perf_counter()
@@ -143,6 +143,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                 metrics["throughput/tokens_per_s"] = (metrics["tokens/prompt"] + metrics["tokens/completion"]) / step_s
                 logger.log(step, metrics)
                 rewards_per_step.append(metrics["reward/mean"])
+                summary |= failure_totals(summary, step_rewards)  # per term, over the run (and across a resume)
                 if ckpt.due(step + 1):  # after the step's metrics line: a resumed run neither repeats nor skips one
                     ckpt.save(step + 1, parts, {"summary": summary, "before": before, "rewards_per_step": rewards_per_step})
                     write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))

@@ -3,9 +3,9 @@
     with run_log(out / "run.log") as console:      # fds 1 and 2 -> run.log; `console` is the real terminal
         train(cfg, out, console=console)
 
-    failures = RewardFailures(console.print)
-    metrics = failures.check_step(step, sampled.all_PG, logger)   # prints each term's first failure once;
-                                                                   # a step with no reward is logged, then raises
+    failures = RewardFailures(console.print, max_failed_frac=0.5)
+    metrics = failures.check_step(step, sampled.all_PG, logger)   # prints each term's first failure once; a step
+                                                                   # with too few rewards is logged, then raises
 
 Why redirect file descriptors rather than Python loggers: the start-up noise (~30 lines in ~65 s before
 our first line) comes from C++ (Ray's core worker, vLLM's CPU backend), from Ray's log forwarding of
@@ -84,8 +84,8 @@ class RewardFailures:
     a line per rollout.
     """
 
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.say = say
+    def __init__(self, say: Callable[[str], None], max_failed_frac: float = 1.0) -> None:
+        self.say, self.max_failed_frac = say, max_failed_frac
         self._seen: set[tuple[str, str]] = set()
 
     def observe(self, scored_PG: Sequence[Sequence[ScoredRollout]]) -> None:
@@ -101,17 +101,18 @@ class RewardFailures:
                     )
 
     def check_step(self, step: int, scored_PG: Sequence[Sequence[ScoredRollout]], logger: MetricsLogger) -> dict:
-        """The step's reward metrics; when no rollout got a reward, log the step's failure counts and raise."""
+        """The step's reward metrics; when the share of rollouts without a reward exceeds max_failed_frac (or
+        none got one), log the step's failure counts and raise RewardError."""
         self.observe(scored_PG)
         try:
-            return reward_metrics(scored_PG)
+            return reward_metrics(scored_PG, self.max_failed_frac)
         except RewardError:
             flat = [s for group in scored_PG for s in group]
             counts: collections.Counter[str] = collections.Counter(
                 f"reward/{label}/{_STATUS_KEYS[r.status]}"
                 for s in flat for label, r in s.terms.items() if r.status != "ok" and "/" not in label
             )
-            logger.log(step, rollout_metrics(scored_PG) | {"reward/failed": float(len(flat))}
+            logger.log(step, rollout_metrics(scored_PG) | {"reward/failed": float(sum(not s.ok for s in flat))}
                        | {k: float(v) for k, v in counts.items()})
             raise
 

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,14 @@ def reward_failure_counts(metrics: dict[str, float]) -> list[str]:
         for key, value in sorted(metrics.items())
         if key.startswith("reward/") and key.endswith(("/errors", "/timeouts", "/crashes")) and value
     ]
+
+
+def failure_totals(totals: Mapping[str, Any], step_metrics: Mapping[str, float]) -> dict[str, int]:
+    """`totals` (summary.json's reward/failed and reward/<term>/{errors,timeouts,crashes} over the run so far)
+    plus the step's."""
+    keys = [k for k in step_metrics
+            if k == "reward/failed" or k.startswith("reward/") and k.endswith(("/errors", "/timeouts", "/crashes"))]
+    return {k: int(totals.get(k, 0)) + int(step_metrics[k]) for k in keys}
 
 
 def _is_timeout_count(key: str) -> bool:

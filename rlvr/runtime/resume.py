@@ -51,7 +51,7 @@ _STEP = re.compile(r"^step_(\d+)$")
 # depend on it), so a longer run goes on at the schedule's end value.
 MAY_DIFFER = ("train.steps", "train.save_every", "train.keep_last", "train.loggers", "cluster.", "eval.every",
               "eval.n", "eval.k", "eval.temperature", "eval.max_tokens", "reward.workers", "reward.timeout_s",
-              "reward.worker_memory_mb", "reward.recycle_after")
+              "reward.worker_memory_mb", "reward.recycle_after", "reward.max_failed_frac")
 
 
 class ResumeError(RuntimeError):

@@ -51,6 +51,13 @@ def boom(rollout) -> float:
     raise ValueError("boom")
 
 
+def boom_unless_flagged(rollout) -> float:
+    """Raises except on the samples whose row says `verifiable`: a reward that fails on most rollouts, not all."""
+    if rollout.sample.metadata.get("verifiable"):
+        return 1.0
+    raise ValueError("boom")
+
+
 def returns_text(rollout):
     return "1.0"  # a common plugin bug: must be an error, not silently 1.0
 

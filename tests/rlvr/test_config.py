@@ -155,6 +155,7 @@ def test_cross_key_checks_run_once_all_overrides_are_in():
 @pytest.mark.parametrize("item, message", [
     ("curriculum.target=1.5", "command line: curriculum.target must be <= 1 (got 1.5)"),
     ("learner.ranks=0", "command line: learner.ranks must be > 0 (got 0)"),
+    ("reward.max_failed_frac=2", "command line: reward.max_failed_frac must be <= 1 (got 2)"),
     ("learner.betas=[0.9]", "command line: learner.betas = [0.9] has too few items"),
     ("rollout.enforce_eager=1", "command line: rollout.enforce_eager = 1 is not a valid bool"),  # TOML's types
     ("learner.micro_batch_size=8.0", "command line: learner.micro_batch_size = 8.0 is not a valid int"),

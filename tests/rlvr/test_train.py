@@ -71,6 +71,10 @@ def test_summary_and_final_weights(run, tiny_model):
     for key in ("eval/accuracy_before_rl", "eval/accuracy_after_rl"):
         assert 0.0 <= saved[key] <= 1.0
     assert saved["rl_steps"] == 3 and saved["eval/prompts"] == 16
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for key in ("reward/failed", "reward/reasoning_gym/errors", "reward/reasoning_gym/timeouts",
+                "reward/laser_d/crashes"):  # the run's failure totals, per term
+        assert saved[key] == sum(r[key] for r in records)
     final = load_file(out / "model.safetensors")
     initial = load_file(f"{tiny_model}/model.safetensors")
     assert max((final[k] - initial[k]).abs().max().item() for k in initial) > 1e-3  # SFT + RL changed them
@@ -82,7 +86,7 @@ def test_summary_and_final_weights(run, tiny_model):
     assert not list(out.glob(".*tmp*"))  # no temporary folders left behind
 
 
-def test_a_reward_that_always_raises_ends_the_run_naming_the_term_and_the_exception(
+def test_a_reward_that_raises_on_most_rollouts_ends_the_run_naming_the_term_and_the_share(
     ray_cluster, tiny_model, tmp_path, capsys, monkeypatch
 ):
     from pathlib import Path
@@ -90,26 +94,32 @@ def test_a_reward_that_always_raises_ends_the_run_naming_the_term_and_the_except
     from rlvr.cli import main
 
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the driver resolves the plugin by its dotted path
+    # 50 prompts x 2 completions; the reward raises on all but the first prompt's: 98 of 100 rollouts voided
+    rows, held_out = tmp_path / "rows.jsonl", tmp_path / "held_out.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"{i // 10} + {i % 10}", "answer": str(i // 10 + i % 10),
+                                        "verifiable": i == 0}) + "\n" for i in range(50)))
+    held_out.write_text("".join(json.dumps({"question": f"{i} - 1", "answer": str(i - 1)}) + "\n" for i in range(4)))
     out = tmp_path / "run"
     code = main([
         "train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out), "--max-steps", "2",
-        f"model.path={tiny_model}", "sft.steps=0", "eval.size=4", "data.batch_size=2", "algo.group_size=2",
-        "data.train_size=50", "reward.terms=[{name=\"tests.rlvr.reward_plugins:boom\"}]",
+        f"model.path={tiny_model}", "sft.steps=0", "eval.size=4", f"data.source={rows}", f"data.eval_source={held_out}",
+        "data.prompt_key=question", "data.batch_size=50", "algo.group_size=2",
+        "reward.terms=[{name=\"tests.rlvr.reward_plugins:boom_unless_flagged\"}]",
     ])
     err = capsys.readouterr().err.strip().splitlines()
     print("\n".join(err))  # shown on failure: what a user sees
     assert code == 1
-    # the last line is the error; it names the term, the kind and the exception with its message
-    assert err[-1].startswith("rlvr: reward error: no rollout of the step got a reward (4 rollouts)")
-    assert "term 'boom' error on 4/4 (ValueError: boom)" in err[-1]
+    # the last line is the error; it names the share, the threshold, the term, the kind and the exception
+    assert err[-1] == ("rlvr: reward error: 98 of 100 rollouts of the step (98.0%) got no reward "
+                       "(reward.max_failed_frac = 0.5): term 'boom_unless_flagged' error on 98/100 (ValueError: boom)")
     assert err[-2] == f"rlvr: run log (vLLM, Ray): {out / 'run.log'}"
     # the first failure was printed when it happened, once, with its sample
-    first = [line for line in err if line.startswith("reward term 'boom': error on sample")]
-    assert len(first) == 1 and "ValueError: boom" in first[0] and "reward/boom/errors" in first[0]
-    assert any(line.startswith("reward terms: boom x1 (tests.rlvr.reward_plugins:boom)") for line in err)
+    first = [line for line in err if line.startswith("reward term 'boom_unless_flagged': error on sample")]
+    assert len(first) == 1 and "ValueError: boom" in first[0] and "reward/boom_unless_flagged/errors" in first[0]
+    assert any(line.startswith("reward terms: boom_unless_flagged x1 (tests.rlvr.reward_plugins:") for line in err)
     # the attempted step is in metrics.jsonl with its failure counts; nothing else is
     (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert record["step"] == 0 and record["reward/boom/errors"] == 4.0 and record["reward/failed"] == 4.0
+    assert record["step"] == 0 and record["reward/failed"] == record["reward/boom_unless_flagged/errors"] == 98.0
     assert not (out / "summary.json").exists()
 
 

@@ -51,16 +51,18 @@ def test_first_failure_of_each_term_is_shown_once():
     ]
 
 
-def test_a_step_without_any_reward_is_logged_then_raises(tmp_path):
+def test_a_step_with_too_few_rewards_is_logged_then_raises(tmp_path):
     logger = MetricsLogger(tmp_path, total_steps=3, console=Console(file=io.StringIO()))
-    failures = RewardFailures(lambda line: None)
+    failures = RewardFailures(lambda line: None, max_failed_frac=0.5)
     assert failures.check_step(0, [[scored("s1", boom=OK), scored("s2", boom=ERR)]], logger)["reward/boom/errors"] == 1
-    with pytest.raises(RewardError, match=r"\(2 rollouts\): term 'boom' error on 2/2 \(ValueError: boom\)"):
-        failures.check_step(1, [[scored("s1", boom=ERR), scored("s2", boom=ERR)]], logger)
+    with pytest.raises(RewardError, match=r"^2 of 3 rollouts .*\(66\.7%\).*: term 'boom' error on 2/3 \(ValueError"):
+        failures.check_step(1, [[scored("s1", boom=ERR), scored("s2", boom=ERR), scored("s3", boom=OK)]], logger)
+    with pytest.raises(RewardError, match=r"^2 of 2 rollouts"):
+        RewardFailures(lambda line: None).check_step(2, [[scored("s1", boom=ERR), scored("s2", boom=ERR)]], logger)
     logger.close()
-    (row,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert row["step"] == 1 and row["reward/boom/errors"] == 2.0 and row["reward/failed"] == 2.0
-    assert row["response_length/mean"] == 2.0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["reward/boom/errors"], r["reward/failed"]) for r in rows] == [(1, 2.0, 2.0), (2, 2.0, 2.0)]
+    assert rows[0]["response_length/mean"] == 2.0
 
 
 def test_step_line_shows_failure_counts_only_when_non_zero():

@@ -5,7 +5,7 @@ import json
 
 from rich.console import Console
 
-from rlvr.observe.metrics import MetricsLogger
+from rlvr.observe.metrics import MetricsLogger, failure_totals
 
 
 def test_reward_timeouts_are_printed_on_the_console(tmp_path):
@@ -18,3 +18,11 @@ def test_reward_timeouts_are_printed_on_the_console(tmp_path):
     assert lines == ["step 1: reward calls timed out (math 3); scored reward.timeout_value"]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["reward/math/timeouts"] for r in records] == [0.0, 3.0]
+
+
+def test_failure_totals_add_each_steps_counts_to_the_runs():
+    step = {"reward/mean": 0.5, "reward/failed": 2.0, "reward/math/errors": 2.0, "reward/math/timeouts": 1.0,
+            "reward/math/crashes": 0.0, "reward/math/mean": 0.4, "reward/math/call_s_max": 0.1}
+    totals = failure_totals({"wall_s": 3.0}, step)
+    assert totals == {"reward/failed": 2, "reward/math/errors": 2, "reward/math/timeouts": 1, "reward/math/crashes": 0}
+    assert failure_totals(totals, step)["reward/math/errors"] == 4

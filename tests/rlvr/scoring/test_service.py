@@ -10,7 +10,7 @@ import pytest
 from rlvr.config import RewardConfig, RewardTermConfig
 from rlvr.rewards.pool import DeadlinePool
 from rlvr.scoring.service import RewardError, Scorer, build_reward_service, reward_metrics
-from rlvr.types import Rollout, Sample
+from rlvr.types import Rollout, Sample, ScoredRollout, TermResult
 
 HANG = r"so the answer is \boxed{9^{9^{9^{9}}}}"  # sympy tries to evaluate a power tower: never returns
 
@@ -215,6 +215,26 @@ def test_config_errors_are_raised_at_construction():
         Scorer([RewardTermConfig("exact"), RewardTermConfig("exact")])
     with pytest.raises(ValueError, match="correctness term"):
         Scorer([RewardTermConfig("exact"), RewardTermConfig("kimi_length")], correctness="math")
+
+
+def test_a_step_with_too_many_voided_rollouts_raises_naming_the_term_and_the_share():
+    ok, err = TermResult(1.0), TermResult(math.nan, "error", "ValueError: boom")
+    late = TermResult(0.0, "timeout", "deadline 10 s")  # timeout_value 0.0: a result, not a void
+
+    def step(errors: int, n: int = 10) -> list[list[ScoredRollout]]:
+        return [[ScoredRollout(rollout("x"), math.nan if i < errors else 1.0,
+                               {"math": err if i < errors else ok, "fmt": late if i % 2 else ok}) for i in range(n)]]
+
+    assert reward_metrics(step(5), max_failed_frac=0.5)["reward/failed"] == 5  # half is not more than half
+    with pytest.raises(RewardError) as info:
+        reward_metrics(step(6), max_failed_frac=0.5)
+    assert str(info.value) == ("6 of 10 rollouts of the step (60.0%) got no reward (reward.max_failed_frac = 0.5): "
+                               "term 'math' error on 6/10 (ValueError: boom)")  # fmt's timeouts voided nothing
+    with pytest.raises(RewardError, match=r"1 of 10 rollouts .* = 0\)"):
+        reward_metrics(step(1), max_failed_frac=0.0)
+    assert reward_metrics(step(9), max_failed_frac=1.0)["reward/failed"] == 9
+    with pytest.raises(RewardError, match=r"^10 of 10 rollouts of the step \(100\.0%\)"):
+        reward_metrics(step(10), max_failed_frac=1.0)  # no reward at all: always an error
 
 
 def test_reward_metrics_shapes():
