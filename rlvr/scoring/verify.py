@@ -10,7 +10,9 @@ the same hard deadline. A field the rows do not provide is unknown, not 0: a rew
 `num_tokens` without --tokens-key (or `finish_reason` without the field) gets an error saying so. The output adds `reward` (null when the call failed), `status`
 (ok / timeout / error / crash), `error` and the reward's sub-terms (`parts`, if any) to each row.
 The summary gives the mean reward, counts per status, the first message of each failure kind, and
-rows/s; with --label-key, the agreement of `reward > 0.5` with the label (per --by value).
+rows/s; with --label-key, the agreement of `reward > 0.5` with the label (per --by value). The exit
+code is 1 when any row raised or crashed (a reward bug: a stderr line says how many); a timeout is a
+result, not an error.
 --workers 0 runs the reward in this process without a deadline, e.g. under a debugger.
 """
 
@@ -152,7 +154,12 @@ def main(argv: list[str]) -> int:
     for group in sorted(seen):
         share = agree[group] / seen[group]
         print(f"agreement with {args.label_key!r} [{group}]: {share:.2%} ({agree[group]}/{seen[group]})")
-    return 1 if total and not statuses["ok"] else 0
+    failed = statuses["error"] + statuses["crash"]
+    if failed:  # a bug in the reward; a timeout is a result (a row too costly to check), counted above
+        print(f"rlvr verify: the reward raised or crashed on {failed} of {total} rows "
+              f"(error: {statuses['error']}, crash: {statuses['crash']}; first messages above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _in_process(fn: Any, rollout: Rollout) -> tuple[TermResult, dict[str, float]]:

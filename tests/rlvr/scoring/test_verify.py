@@ -27,7 +27,7 @@ def run(path, *extra):
 def test_scores_rows_and_reports(tmp_path, capsys):
     out = tmp_path / "scored.jsonl"
     code = run(write(tmp_path, ROWS), "--output", str(out), "--timeout", "1", "--label-key", "label", "--by", "source")
-    assert code == 0
+    assert code == 0  # the hanging row is a timeout: a result, not a reward bug
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["reward"], r["status"]) for r in scored] == [(1.0, "ok"), (1.0, "ok"), (0.0, "ok"), (None, "timeout")]
     assert scored[0]["gold"] == "18" and "deadline" in scored[3]["error"]
@@ -41,11 +41,14 @@ def test_in_process_mode(tmp_path, capsys):
     assert "ok: 3" in capsys.readouterr().out
 
 
-def test_every_row_failing_exits_nonzero(tmp_path, capsys):
-    rows = [{"gold": "no number", "response": "A: 1"}]
+def test_one_row_raising_exits_nonzero_saying_how_many(tmp_path, capsys):
+    rows = [{"gold": str(i), "response": f"#### {i}"} for i in range(4)] + [{"gold": "no number", "response": "A: 1"}]
     path = write(tmp_path, rows)
     assert main([str(path), "--reward", "gsm8k", "--answer-key", "gold", "--response-key", "response"]) == 1
-    assert "error: 1" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "mean reward: 1.0000  ok: 4  timeout: 0  error: 1  crash: 0" in said.out and "first error: row 4" in said.out
+    assert said.err.strip() == "rlvr verify: the reward raised or crashed on 1 of 5 rows (error: 1, crash: 0; " \
+                               "first messages above)"
 
 
 def test_usage_errors(tmp_path, capsys):
@@ -60,6 +63,13 @@ def plugins_importable(monkeypatch):
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+
+
+def test_a_crash_exits_nonzero(tmp_path, capsys, plugins_importable):
+    path = write(tmp_path, [{"gold": "1", "response": "fine"}, {"gold": "1", "response": "boom"}])
+    assert main([str(path), "--reward", "reward_plugins:exits_on_boom", "--answer-key", "gold", "--response-key",
+                 "response"]) == 1
+    assert "on 1 of 2 rows (error: 0, crash: 1;" in capsys.readouterr().err
 
 
 LONG = {"id": "long", "gold": "5", "response": "x" * 2500}
@@ -83,7 +93,7 @@ def test_num_tokens_is_unknown_without_tokens_key(tmp_path, capsys, plugins_impo
 def test_finish_reason_is_unknown_unless_the_rows_give_it(tmp_path, capsys, plugins_importable):
     path = write(tmp_path, [LONG, LONG | {"id": "cut", "finish_reason": "length"}])
     args = [str(path), "--reward", "truncation", "--answer-key", "gold", "--response-key", "response", "--workers", "0"]
-    assert main(args) == 0
+    assert main(args) == 1  # the row without a finish reason is an error
     text = capsys.readouterr().out
     assert "ok: 1" in text and "error: 1" in text and "first error: row 0 (id 'long'): LookupError: finish_reason is unknown" in text
 
