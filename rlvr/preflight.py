@@ -133,8 +133,9 @@ def check_source(source: str, prompt_key: str, answer_key: str, answer_format: s
 
 
 def _first_rows(file: Path, where: str) -> Iterator[tuple[str, dict]]:
-    if not file.exists():
-        raise DataError(f"{where}: data file not found: {file}")
+    if not file.exists():  # the config's paths are absolute by now (rlvr/config.py PATH_KEYS); a caller's may not be
+        raise DataError(f"{where}: data file not found: {file.absolute()} (a relative path in a config file is "
+                        "relative to that file's folder; on the command line, to the working directory)")
     if file.suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -110,7 +110,7 @@ def load_file(path: str, *, prompt_key: str, answer_key: str, answer_format: str
     """Read a .jsonl or .parquet file; errors name the file and line (JSONL) or row (Parquet)."""
     file = Path(path)
     if not file.exists():
-        raise DataError(f"data file not found: {file}")
+        raise DataError(f"data file not found: {file.absolute()}")
     if file.suffix == ".parquet":
         import pyarrow.parquet as pq
 

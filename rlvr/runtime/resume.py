@@ -1,5 +1,9 @@
-"""Resumable checkpoints: DIR/checkpoints/step_NNNNNN/, each written whole or not at all.
+"""Resumable checkpoints: DIR/checkpoints/step_NNNNNN/, each written whole or not at all; and whether a run
+in DIR starts afresh, resumes, or is refused.
 
+    how = plan_start(out, "auto", to_dict(cfg), cfg.train, timeout_s)  # the CLI, before anything starts
+    if how.clear:                                                       # --overwrite, or auto's fresh start
+        clear_run(out, keep_log=how.keep_log)
     ckpt = Checkpoints(out, cfg.train, timeout_s=cfg.cluster.call_timeout_s)
     resumed = ckpt.latest(to_dict(cfg))              # --resume: before Ray starts; errors name DIR or the keys
     start, driver = resumed.restore(parts)           # learner, critic, reward shapers, tracker, prompts, RNGs
@@ -35,9 +39,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import Any, Literal, Protocol
 
 from rlvr.config import TrainConfig
 
@@ -55,7 +57,72 @@ MAY_DIFFER = ("train.steps", "train.save_every", "train.keep_last", "train.logge
 
 
 class ResumeError(RuntimeError):
-    pass
+    """A run that may not start as asked (no checkpoint, a changed config, a folder in use): one line."""
+
+    def __init__(self, message: str, kind: str = "resume") -> None:
+        super().__init__(message)
+        self.kind = kind  # the CLI prints "rlvr: <kind> error: ..."
+
+
+# A folder holds a run when it has one of these: a fresh run there would truncate the metrics, and a later
+# --resume would pick the old run's checkpoints. Other files (a log the caller wrote there) do not count.
+RUN_MARKERS = ("metrics.jsonl", "run_config.json", "checkpoints")
+# Everything `rlvr train` writes into its folder, the final weights being a Hugging Face folder's files:
+# what --overwrite removes, and nothing else.
+RUN_FILES = (*RUN_MARKERS, "run.log", "summary.json", "sft.json", "curriculum_state.json", "tensorboard", "wandb",
+             "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+             "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+             "chat_template.jinja", "vocab.json", "merges.txt")
+StartMode = Literal["fresh", "overwrite", "resume", "auto"]
+
+
+@dataclass(frozen=True)
+class Start:
+    """How a run starts in its folder (`plan_start`)."""
+
+    checkpoint: Path | None = None  # resume from this one, the newest complete checkpoint
+    clear: bool = False  # remove the folder's earlier run first (`clear_run`)
+    keep_log: bool = False  # ...but keep its run.log (--resume=auto: the log of the attempt that died)
+
+
+def held_run(out: Path) -> list[str]:
+    """The `RUN_MARKERS` present in `out` ("checkpoints/" for the folder)."""
+    return [name + ("/" if (out / name).is_dir() else "") for name in RUN_MARKERS if (out / name).exists()]
+
+
+def plan_start(out: Path, mode: StartMode, config: Mapping[str, Any], train: TrainConfig, timeout_s: float) -> Start:
+    """Decide, before anything starts, how the run starts in `out`; a ResumeError naming the fix when it may not.
+
+    fresh: refused where `out` holds a run. overwrite: that run's files are removed first. resume: the newest
+    complete checkpoint, which must exist (`Checkpoints.latest`). auto (what a requeued job passes): resume
+    when a complete checkpoint exists, else start afresh, over an earlier attempt of the same config only.
+    """
+    if mode == "resume" or (mode == "auto" and complete_checkpoints(out / "checkpoints")):
+        return Start(Checkpoints(out, train, timeout_s).latest(config).path)  # raises: none, or a changed config
+    held = held_run(out)
+    if not held or mode == "overwrite":  # overwrite: the run's other files go too, where its markers are gone
+        return Start(clear=mode == "overwrite")
+    if mode == "fresh":
+        raise ResumeError(f"{out} holds a run ({', '.join(held)}): pass --resume to continue it or --overwrite to "
+                          "replace it (or another --output-dir)", kind="output-dir")
+    saved = out / "run_config.json"
+    differences = config_differences(json.loads(saved.read_text()), config) if saved.exists() else [
+        f"{saved.name} is missing"]
+    if differences:
+        raise ResumeError(f"--resume=auto: {out} holds a run without a complete checkpoint whose config differs "
+                          f"({'; '.join(differences)}): pass --overwrite to replace it (or another --output-dir)")
+    return Start(clear=True, keep_log=True)  # the same run, which died before its first checkpoint
+
+
+def clear_run(out: Path, *, keep_log: bool = False) -> list[Path]:
+    """Remove the `RUN_FILES` of `out` (run.log too unless `keep_log`); returns what was removed."""
+    removed = sorted({p for pattern in RUN_FILES if not (keep_log and pattern == "run.log") for p in out.glob(pattern)})
+    for p in removed:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return removed
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -137,6 +204,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def rng_state() -> dict[str, Any]:
     """The driver's python, numpy and torch RNG states as JSON-friendly lists (no pickle to load back)."""
     import numpy as np
+    import torch  # here: the CLI decides how a run starts (`plan_start`) without paying for torch's import
 
     version, words, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -146,6 +214,7 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng(state: Mapping[str, Any]) -> None:
     import numpy as np
+    import torch
 
     version, words, gauss = state["python"]
     random.setstate((version, tuple(words), gauss))

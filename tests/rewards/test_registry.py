@@ -2,12 +2,15 @@
 
 import importlib.metadata
 import math
+import multiprocessing.forkserver
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
 
 from rlvr.rewards import RewardResult, register, registered, registry, resolve
+from rlvr.rewards.pool import DeadlinePool
 from rlvr.types import Rollout, Sample
 
 KWARGS = {  # rewards with required constructor arguments
@@ -74,3 +77,29 @@ def test_the_example_plugin(monkeypatch):
     concise = resolve("custom_reward:concise", {"budget": 20})  # the name the module registers
     result = pickle.loads(pickle.dumps(concise))(rollout())  # 40 tokens, boxed: 1 - (40 - 20) / 20
     assert result.value == 0.0 and result.parts == {"boxed": 1.0, "over_budget": 1.0}
+
+
+def test_a_reward_module_in_the_working_directory_needs_no_pythonpath(tmp_path, monkeypatch):
+    """Issue 20: the `rlvr` console script puts its bin/ folder on sys.path, not the working directory, so
+    `my_rewards:short` needed PYTHONPATH=. ; the pool's processes (forked by a server started earlier, with
+    the sys.path of then) must find the module too."""
+    multiprocessing.forkserver.ensure_running()  # as in a long-lived process: started before the module was found
+    (tmp_path / "cwd_rewards_for_test.py").write_text("def short(rollout):\n    return float(rollout.num_tokens < 100)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    try:
+        fn = resolve("cwd_rewards_for_test:short")
+        assert fn(rollout()) == 1.0 and sys.path[-1] == str(tmp_path)  # appended: it shadows no installed package
+        pool = DeadlinePool([fn], workers=1, timeout_s=60)
+        try:
+            assert pool.submit([(0, rollout())]).result(timeout=120)[0][:2] == ("ok", 1.0)
+        finally:
+            pool.close()
+    finally:
+        sys.modules.pop("cwd_rewards_for_test", None)
+    with pytest.raises(KeyError, match=rf"cannot import 'nowhere_rewards'.* working directory {tmp_path}; set "
+                                       "PYTHONPATH to the folder that holds it"):
+        resolve("nowhere_rewards:f")
+    (tmp_path / "needs_a_missing_dependency.py").write_text("import no_such_dependency\n")
+    with pytest.raises(KeyError, match=r"No module named 'no_such_dependency'\)?$"):  # no PYTHONPATH hint: found
+        resolve("needs_a_missing_dependency:f")

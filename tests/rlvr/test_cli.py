@@ -15,7 +15,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.tom
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_dry_run_validates_every_example_and_starts_nothing(path, capsys, tmp_path, monkeypatch):
     cfg = load_config(path)
-    if any("shared/data" in s and not (path.parents[1] / s).exists() for s in (cfg.data.source, cfg.data.eval_source)):
+    if any("shared/data" in s and not Path(s).exists() for s in (cfg.data.source, cfg.data.eval_source)):
         monkeypatch.setattr("rlvr.preflight.check_source", lambda *args: None)  # no ../shared/data: skip the data check
     out = tmp_path / "run"
     assert main(["train", str(path), "--output-dir", str(out), "--dry-run", "--max-steps", "3", "algo.epochs=2"]) == 0
@@ -38,6 +38,37 @@ def test_resume_without_a_checkpoint_or_with_a_changed_config_fails_before_anyth
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("rlvr: resume error: --resume: the config differs from") and "learner.lr: 0.0001 -> 1.0" in err[-1]
     assert not (out / "run.log").exists()  # nothing started
+
+
+def test_a_finished_runs_folder_is_refused_and_resume_needs_no_config(capsys, tmp_path):
+    """Issue 20's acceptance, up to where Ray would start: a second run into a finished run's folder exits non-zero
+    without touching it; `--resume` reads DIR/run_config.json, so its overrides need not be retyped."""
+    out = tmp_path / "run"
+    finished = load_config("examples/tiny_arith_grpo.toml", ["eval.size=8", "sft.steps=20"])
+    (out / "checkpoints" / "step_000006").mkdir(parents=True)
+    (out / "checkpoints" / "step_000006" / "COMPLETE").write_text("step_000006\n")
+    (out / "run_config.json").write_text(json.dumps(to_dict(finished)))
+    (out / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(7)))
+    before = (out / "metrics.jsonl").read_text(), (out / "metrics.jsonl").stat().st_mtime_ns
+    assert main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"rlvr: output-dir error: {out} holds a run (metrics.jsonl, run_config.json, checkpoints/): pass --resume "
+        "to continue it or --overwrite to replace it (or another --output-dir)")
+    assert ((out / "metrics.jsonl").read_text(), (out / "metrics.jsonl").stat().st_mtime_ns) == before
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints", "metrics.jsonl", "run_config.json"]  # not even a run.log
+    # --resume without CONFIG: the run's own config; an override that changes the run is still named
+    assert main(["train", "--output-dir", str(out), "--resume", "sft.steps=400", "--dry-run"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("sft.steps: 20 -> 400")
+    assert main(["train", "--output-dir", str(out), "--resume=auto", "--dry-run", "train.steps=200"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == to_dict(load_config(out / "run_config.json", ["train.steps=200"]))
+    assert (printed["eval"]["size"], printed["train"]["steps"]) == (8, 200)
+    assert main(["train", "--output-dir", str(out), "--overwrite", "--dry-run"]) == 2  # CONFIG is needed afresh
+    assert "no CONFIG given" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out), "--resume", "--overwrite"])
+    assert ((out / "metrics.jsonl").read_text(), (out / "metrics.jsonl").stat().st_mtime_ns) == before
 
 
 def test_config_error_is_one_line_naming_key_and_file(capsys, tmp_path):

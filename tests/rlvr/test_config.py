@@ -11,6 +11,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from rlvr.config import Config, ConfigError, LossConfig, load_config, to_dict
+from rlvr.runtime.checkpoint import write_json_atomic
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
 
@@ -129,6 +130,45 @@ def test_extends_starts_from_the_base_file(tmp_path):
     (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "a.toml")
+
+
+def test_relative_paths_follow_the_file_that_names_them_and_overrides_the_working_directory(tmp_path, monkeypatch):
+    """Issue 20: `extends` resolved against the config file but data.source against the working directory, so an
+    example failed outside the repository root."""
+    configs, elsewhere = tmp_path / "configs", tmp_path / "elsewhere"
+    (configs / "sub" / "org" / "critic").mkdir(parents=True)  # a folder shaped like a hub id
+    elsewhere.mkdir()
+    (configs / "base.toml").write_text('[data]\neval_source = "data/test.jsonl"\n')
+    (configs / "sub" / "run.toml").write_text(
+        'extends = "../base.toml"\n[data]\nsource = "../data/train.jsonl"\n[model]\npath = "Qwen/Qwen2.5-0.5B"\n'
+        '[critic]\npath = "org/critic"\n[distill]\nteacher = "builtin:tiny-char-teacher"\n')
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(configs / "sub" / "run.toml")
+    assert cfg.data.source == str(configs / "data" / "train.jsonl")
+    assert cfg.data.eval_source == str(configs / "data" / "test.jsonl")  # the base file's own folder
+    assert cfg.model.path == "Qwen/Qwen2.5-0.5B"  # a hub id, no folder of that name beside the config
+    assert cfg.critic.path == str(configs / "sub" / "org" / "critic")
+    assert cfg.distill.teacher == "builtin:tiny-char-teacher"
+    cfg = load_config(configs / "sub" / "run.toml", ["data.eval_source=held.jsonl", "model.path=./Qwen/Qwen2.5-0.5B",
+                                                      "data.source=reasoning_gym:chain_sum", "algo.group_size=4"])
+    assert cfg.data.eval_source == str(elsewhere / "held.jsonl")  # typed on the command line: the shell's folder
+    assert cfg.model.path == str(elsewhere / "Qwen" / "Qwen2.5-0.5B")  # "./": a folder, whatever its shape
+    assert cfg.data.source == "reasoning_gym:chain_sum" and cfg.critic.path == str(configs / "sub" / "org" / "critic")
+    assert load_config(None, ["data={source = 'rows.jsonl'}"]).data.source == str(elsewhere / "rows.jsonl")
+
+
+def test_a_runs_run_config_json_is_a_config(tmp_path, monkeypatch):
+    cfg = load_config("examples/smollm2_gsm8k_grpo.toml", ["eval.size=8", "learner.betas=[0.9, 0.95]"])
+    (tmp_path / "run").mkdir()
+    write_json_atomic(tmp_path / "run" / "run_config.json", to_dict(cfg))  # as train() writes it
+    monkeypatch.chdir(tmp_path)
+    assert load_config(tmp_path / "run" / "run_config.json") == cfg  # paths were stored absolute
+    assert load_config("run/run_config.json", ["sft.steps=7"]).sft.steps == 7
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(ConfigError, match=r"bad\.json: expected a JSON object"):
+        load_config(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path / "run")
 
 
 def test_method_presets_change_only_what_their_method_needs():

@@ -78,7 +78,7 @@ def test_reward_terms_line_names_weights_and_origins():
 @pytest.mark.parametrize("override,message", [
     ("distill.teacher=builtin:no-such-teacher", "distill.teacher = 'builtin:no-such-teacher': unknown builtin model"),
     ("critic.path=/nonexistent/critic", "critic.path = '/nonexistent/critic': no such folder"),
-    ("model.path=./not-here", "model.path = './not-here': no such folder"),
+    ("model.path=./not-here", f"model.path = '{Path.cwd() / 'not-here'}': no such folder"),  # resolved as typed
 ])
 def test_model_paths_are_checked_before_anything_starts(override, message):
     with pytest.raises(PreflightError, match=re.escape(message)):

@@ -27,9 +27,12 @@ from rlvr.runtime.resume import (
     Checkpoints,
     Parts,
     ResumeError,
+    Start,
     atomic_dir,
+    clear_run,
     complete_checkpoints,
     config_differences,
+    plan_start,
     prune,
     step_dir,
 )
@@ -121,6 +124,47 @@ def test_checkpoint_refuses_a_config_that_changes_the_run(tmp_path):
     with pytest.raises(ResumeError, match=r"algo\.group_size: 8 -> 4"):
         Checkpoints(tmp_path, cfg.train, 10).latest(other)
     assert Checkpoints(tmp_path, cfg.train, 10).latest(to_dict(cfg)).step == 3
+
+
+def test_a_folder_holding_a_run_is_refused_replaced_or_resumed_never_reused(tmp_path):
+    """Issue 20: a fresh run into a finished run's folder truncated its metrics.jsonl and left its checkpoints for
+    a later --resume to pick; --resume=auto (a requeued job) resumes or starts afresh."""
+    cfg = load_config("examples/tiny_arith_grpo.toml", [])
+    config, out = to_dict(cfg), tmp_path / "run"
+
+    def plan(mode, config=config):
+        return plan_start(out, mode, config, cfg.train, 10)
+
+    out.mkdir()
+    (out / "slurm-7.out").write_text("the caller's log\n")  # not the run's: does not count
+    assert plan("fresh") == plan("auto") == Start() and plan("overwrite") == Start(clear=True)
+    with pytest.raises(ResumeError, match="no complete checkpoint"):
+        plan("resume")
+    # an attempt that died before its first checkpoint
+    (out / "run_config.json").write_text(json.dumps(config))
+    (out / "metrics.jsonl").write_text('{"step": 0}\n')
+    (out / "run.log").write_text("killed\n")
+    with pytest.raises(ResumeError, match=rf"^{out} holds a run \(metrics.jsonl, run_config.json\): pass --resume to "
+                                          r"continue it or --overwrite to replace it") as refused:
+        plan("fresh")
+    assert refused.value.kind == "output-dir"
+    assert plan("overwrite") == Start(clear=True)
+    assert plan("auto") == Start(clear=True, keep_log=True)  # the same config: start it afresh
+    other = to_dict(load_config("examples/tiny_arith_grpo.toml", ["algo.group_size=4"]))
+    with pytest.raises(ResumeError, match=r"--resume=auto: .* config differs \(algo.group_size: 8 -> 4\): pass --overwrite"):
+        plan("auto", other)
+    # ...and one with a checkpoint
+    write_checkpoint(out / "checkpoints", 3)
+    assert plan("auto") == plan("resume") == Start(checkpoint=out / "checkpoints" / "step_000003")
+    with pytest.raises(ResumeError, match=r"holds a run \(metrics.jsonl, run_config.json, checkpoints/\)"):
+        plan("fresh")
+    (out / "tensorboard").mkdir()
+    (out / "model.safetensors").write_bytes(b"weights")
+    assert [p.name for p in clear_run(out, keep_log=True)] == [
+        "checkpoints", "metrics.jsonl", "model.safetensors", "run_config.json", "tensorboard"]
+    assert sorted(p.name for p in out.iterdir()) == ["run.log", "slurm-7.out"]
+    clear_run(out)
+    assert [p.name for p in out.iterdir()] == ["slurm-7.out"]
 
 
 def test_metrics_keep_only_the_steps_before_the_resumed_one(tmp_path):
@@ -331,7 +375,8 @@ PPO = ["examples/tiny_arith_ppo.toml", "critic.epochs=1"]  # + the critic's weig
     pytest.param(PPO, id="ppo", marks=pytest.mark.slow),
 ])
 def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tiny_model, tmp_path, capsys, example):
-    """Issue 9's acceptance: 6 RL steps with save_every=3, against 3 steps then --resume to 6.
+    """Issue 9's acceptance: 6 RL steps with save_every=3, against 3 steps then --resume to 6 (issue 20: the
+    3 steps with --overwrite into an earlier run's folder, the resumption with --resume=auto and no config).
 
     The config exercises every piece of state: warm-up (scheduler), two minibatches (the shuffle seeded by
     the learner's step counter), a KL term (pi_ref), adaptive entropy control, the pass-rate curriculum
@@ -351,15 +396,20 @@ def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tin
     ]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["train", args[0], "--output-dir", str(full), *args[1:]]) == 0
-    assert main(["train", args[0], "--output-dir", str(cut), "--max-steps", "3", *args[1:]]) == 0
-    assert [r["step"] for r in _records(cut)] == [0, 1, 2]
+    # `cut` held another run, whose step-9 checkpoint a --resume would have picked: --overwrite removes it
+    write_checkpoint(cut / "checkpoints", 9)
+    (cut / "metrics.jsonl").write_text(json.dumps({"step": 0, "reward/mean": -1.0}) + "\n")
+    (cut / "notes.txt").write_text("the caller's\n")
+    assert main(["train", args[0], "--output-dir", str(cut), "--overwrite", "--max-steps", "3", *args[1:]]) == 0
+    assert [r["step"] for r in _records(cut)] == [0, 1, 2] and (cut / "notes.txt").exists()
     # A later life of the run that died after logging steps 3 and 4, its step-6 checkpoint half written.
     with (cut / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 3, "reward/mean": -1.0}) + "\n" + json.dumps({"step": 4, "reward/mean": -1.0}) + "\n")
     (cut / "checkpoints" / "step_000006").mkdir()
     (cut / "checkpoints" / ".step_000006.tmp-killed").mkdir()
     capsys.readouterr()
-    assert main(["train", args[0], "--output-dir", str(cut), "--resume", "--max-steps", "6", *args[1:]]) == 0
+    # as a requeued job resumes: no CONFIG (DIR/run_config.json), no override retyped
+    assert main(["train", "--output-dir", str(cut), "--resume=auto", "--max-steps", "6"]) == 0
     assert f"resuming from {cut / 'checkpoints' / 'step_000003'}" in capsys.readouterr().err
 
     a, b = _records(full), _records(cut)
