@@ -6,7 +6,9 @@
 #
 # - Working directory: this checkout is uploaded (without what .gitignore lists, e.g. .venv and runs/), and
 #   the driver runs inside the upload, so a relative CONFIG works; give --output-dir (and data paths outside
-#   the repo) as absolute paths on a filesystem the head node shares.
+#   the repo) as absolute paths on a filesystem the head node shares. The upload's code is what runs: rlvr,
+#   and with it rlvr.rewards and rlvr.kernels from the upload's rewards/ and kernels/ (rlvr/__init__.py), not
+#   the copy installed in the interpreter; only dependencies come from the interpreter.
 # - Interpreter: named explicitly, since a job's PATH need not hold the project's bin/: $RLVR_PYTHON if set,
 #   else this checkout's .venv/bin/python; the same path must exist on the cluster's nodes.
 # - Runtime env: HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE pass through; add more with RLVR_RUNTIME_ENV_JSON.
@@ -15,7 +17,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"  # the header comment
     echo "usage: $0 CONFIG [rlvr train arguments and key=value overrides ...]" >&2
     exit 2
 fi

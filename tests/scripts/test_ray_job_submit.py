@@ -1,5 +1,7 @@
-"""scripts/ray_job_submit.sh against a real local head (`ray start --head`): a 2-step tiny run as a Ray job."""
+"""scripts/ray_job_submit.sh against a real local head (`ray start --head`): a 2-step tiny run as a Ray job, from a
+copy of the checkout whose reward exists only there, and a run that fails."""
 
+import json
 import os
 import shutil
 import signal
@@ -66,18 +68,51 @@ def head(tmp_path_factory):
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_two_step_tiny_run_succeeds_as_a_job(head, tmp_path):
+# A reward module that exists only in the uploaded copy; its reward also checks that rlvr.kernels, and rlvr
+# itself, come from that copy rather than from the checkout the interpreter has installed.
+UPLOAD_ONLY_REWARD = """
+from pathlib import Path
+
+import rlvr
+import rlvr.kernels
+
+UPLOAD = Path(__file__).resolve().parents[1]
+
+
+def from_upload(rollout) -> float:
+    assert Path(rlvr.kernels.__file__).resolve().parents[1] == UPLOAD, rlvr.kernels.__file__
+    assert Path(rlvr.__file__).resolve().parents[1] == UPLOAD, rlvr.__file__
+    return 1.0
+"""
+
+
+def upload_copy(root: Path) -> Path:
+    """This checkout without what its .gitignore leaves out of an upload, plus rewards/upload_only.py."""
+    copy = root / "checkout"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "outputs", "build", "dist", ".cache", "__pycache__", ".pytest_cache", "*.egg-info"))
+    (copy / "rewards/upload_only.py").write_text(UPLOAD_ONLY_REWARD)
+    return copy
+
+
+def test_two_step_tiny_run_succeeds_as_a_job_with_the_uploads_reward(head, tmp_path):
     address, env = head
     out = tmp_path / "run"
+    copy = upload_copy(tmp_path)
+    terms = '[{name="reasoning_gym"}, {name="rlvr.rewards.upload_only:from_upload", weight=0.1, label="upload"}]'
     done = subprocess.run(
-        ["bash", str(REPO / "scripts/ray_job_submit.sh"), "examples/tiny_arith_grpo.toml", "--output-dir", str(out),
-         "--max-steps", "2", "sft.steps=20", "data.train_size=300", "eval.size=8", "data.batch_size=8"],
+        ["bash", str(copy / "scripts/ray_job_submit.sh"), "examples/tiny_arith_grpo.toml", "--output-dir", str(out),
+         "--max-steps", "2", "sft.steps=20", "data.train_size=300", "eval.size=8", "data.batch_size=8",
+         f"reward.terms={terms}"],
         env=env | {"RAY_ADDRESS": address, "RLVR_PYTHON": sys.executable}, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert done.stdout.strip().splitlines()[-1].endswith(": SUCCEEDED")
     assert "held-out greedy accuracy after RL" in done.stdout  # the job's log, followed
-    assert (out / "summary.json").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert (out / "summary.json").exists() and len(steps) == 2
+    # every rollout scored by the upload's reward, none failed (a failed assertion there is an error, counted)
+    assert [s["reward/upload/mean"] for s in steps] == [1.0, 1.0] and not any(s["reward/failed"] for s in steps)
 
 
 def test_a_failing_run_exits_non_zero(head, tmp_path):
