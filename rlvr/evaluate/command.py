@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from rlvr.config import (ClusterConfig, Config, DataConfig, ModelConfig, RewardConfig, RewardTermConfig,
@@ -227,8 +228,8 @@ def context(args: argparse.Namespace, run: Run | None, longest: tuple[int, str],
     if args.max_model_len and limit and args.max_model_len > limit:
         raise PreflightError(f"--max-model-len {args.max_model_len} exceeds the model's context ({where})")
     room = args.max_model_len or limit or tokens + _MAX_TOKENS
-    max_tokens = args.max_tokens or (run.max_tokens if run else min(_MAX_TOKENS, room - tokens))
-    if tokens + max(max_tokens, 1) > room:
+    max_tokens = args.max_tokens or (run.max_tokens if run else max(1, min(_MAX_TOKENS, room - tokens)))
+    if tokens + max_tokens > room:
         fix = (f"--max-model-len {args.max_model_len}: raise it" + (f" (the model allows {limit})" if limit else "")
                + " or lower --max-tokens" if args.max_model_len else f"the model's context ({where}): lower --max-tokens")
         raise PreflightError(f"sample {sample}: its prompt of {tokens} tokens (chat template included) + {max_tokens} "
@@ -285,8 +286,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int,
-                   say=print) -> tuple[list[dict], dict[str, float]]:
+def evaluate_model(cfg: Config, samples: list[Sample], n: int, ks: list[int], seed: int,
+                   say: Callable[[str], None] = print) -> tuple[list[dict], dict[str, float]]:
     """Engines and the reward service on a (local or given) Ray cluster; no learner."""
     from rlvr.evaluate.sampled import SampledEval
     from rlvr.rollout.build import build_rollout_workers
