@@ -169,6 +169,8 @@ def plan(args: argparse.Namespace) -> Plan:
         ks = []
     if not ks or any(not 1 <= k <= args.n for k in ks):
         raise PreflightError(f"--k {args.k}: each k must lie in 1..n (--n {args.n})")
+    if args.temperature == 0 and args.n > 1:  # vLLM refuses it, once the engines are up
+        raise PreflightError(f"--temperature 0 is greedy: every sample would be the same, so --n must be 1 (got {args.n})")
     model = args.model or (str(run.folder) if run else "")
     if not model:
         raise PreflightError("--model is required (or --like RUN_DIR: that run's final weights)")

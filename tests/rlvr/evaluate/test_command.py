@@ -82,6 +82,8 @@ def test_the_readme_eval_command_runs_as_written(ray_cluster, tiny_model, tmp_pa
 def test_eval_rejects_k_above_n(tmp_path, capsys):
     assert main(["eval", "--model", "x", "--data", "math500", "--n", "2", "--k", "1,4", "--output", str(tmp_path)]) == 2
     assert "each k must lie in 1..n" in capsys.readouterr().err
+    assert main(["eval", "--model", "x", "--data", "math500", "--n", "2", "--temperature", "0", "--output", str(tmp_path)]) == 2
+    assert "--temperature 0 is greedy" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("flags", "message"), [
