@@ -290,7 +290,7 @@ class ClusterConfig:
     fake_gpus: int = 0  # advertise this many GPU resources (placement tests on CPU)
     dashboard: bool = True  # Ray dashboard of a local cluster (~0.9 GB, 9 processes)
     dashboard_host: str = "127.0.0.1"  # "0.0.0.0" opens it to other hosts: anyone who reaches it can run code
-    dashboard_port: int = 8265
+    dashboard_port: int = 0  # 0: 8265, or the next free port when another run holds it (printed at start)
     metrics_export_port: int = 0  # Prometheus endpoint of a local cluster's node; 0: Ray's choice, printed at start
     object_store_mb: int = 512
     call_timeout_s: float = 1800.0  # deadline of each call to another actor (learner, engines, critic, teacher)

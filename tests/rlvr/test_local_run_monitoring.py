@@ -141,4 +141,4 @@ def test_dashboard_defaults():
     from rlvr.config import load_config
 
     c = load_config(None).cluster
-    assert (c.dashboard, c.dashboard_host, c.dashboard_port) == (True, "127.0.0.1", 8265)
+    assert (c.dashboard, c.dashboard_host, c.dashboard_port) == (True, "127.0.0.1", 0)  # 0: 8265 or the next free

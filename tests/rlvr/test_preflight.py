@@ -83,3 +83,17 @@ def test_reward_terms_line_names_weights_and_origins():
 def test_model_paths_are_checked_before_anything_starts(override, message):
     with pytest.raises(PreflightError, match=re.escape(message)):
         preflight(load_config(EXAMPLE, [override]), check_data=False)
+
+
+def test_a_taken_dashboard_port_is_named_before_ray_starts(monkeypatch):
+    import socket
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PreflightError, match=rf"cluster.dashboard_port = {port}: 127.0.0.1:{port} is taken .*; 0 takes"):
+            preflight(load_config(EXAMPLE, [f"cluster.dashboard_port={port}"]))
+        assert preflight(load_config(EXAMPLE, [f"cluster.dashboard_port={port}", "cluster.dashboard=false"])) == []
+        assert preflight(load_config(EXAMPLE)) == []  # 0: Ray takes 8265 or the next free port

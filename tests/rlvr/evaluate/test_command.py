@@ -5,14 +5,20 @@ import importlib.util
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from rlvr.cli import main
+from rlvr.config import load_config, to_dict
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLE = str(REPO / "examples/tiny_arith_grpo.toml")
 
 
 def recomputed_pass_at_k(samples: list[dict], k: int) -> float:
@@ -51,9 +57,81 @@ def test_eval_on_a_reasoning_gym_task(ray_cluster, tiny_model, tmp_path):
     assert metrics["setup"]["reward"] == "tests.rlvr.reward_plugins:odd_length"
 
 
+def readme_eval_command() -> list[str]:
+    """The first `rlvr eval` command of the README's "Evaluate" section, as argv (without `rlvr`)."""
+    block = (REPO / "README.md").read_text().split("## Evaluate", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = iter(block.strip().splitlines())
+    command = next(lines)
+    while command.endswith("\\"):
+        command = command[:-1] + next(lines)
+    return shlex.split(command)[1:]
+
+
+def test_the_readme_eval_command_runs_as_written(ray_cluster, tiny_model, tmp_path):
+    argv = readme_eval_command()
+    assert argv[:3] == ["eval", "--model", "runs/tiny-arith"], argv  # the demo's output; here a fresh tiny model
+    argv[2] = tiny_model
+    argv[argv.index("--output") + 1] = str(tmp_path / "eval")
+    assert main(argv) == 0
+    n, ks = int(argv[argv.index("--n") + 1]), [int(k) for k in argv[argv.index("--k") + 1].split(",")]
+    metrics = check_report(tmp_path / "eval", n=n, ks=ks, prompts=256)
+    # the engine's context is what the longest prompt needs, within the model's 512 positions
+    assert metrics["setup"]["max_model_len"] <= 512 and metrics["setup"]["max_tokens"] == 8
+
+
 def test_eval_rejects_k_above_n(tmp_path, capsys):
     assert main(["eval", "--model", "x", "--data", "math500", "--n", "2", "--k", "1,4", "--output", str(tmp_path)]) == 2
     assert "each k must lie in 1..n" in capsys.readouterr().err
+    assert main(["eval", "--model", "x", "--data", "math500", "--n", "2", "--temperature", "0", "--output", str(tmp_path)]) == 2
+    assert "--temperature 0 is greedy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--max-tokens", "600"], "+ 600 max tokens = "),
+    (["--max-tokens", "8", "--max-model-len", "1032"], "--max-model-len 1032 exceeds the model's context"),
+    (["--max-tokens", "8", "--max-model-len", "20"], "exceed --max-model-len 20: raise it (the model allows 512)"),
+])
+def test_lengths_are_checked_before_anything_starts(tiny_model, tmp_path, capsys, flags, message):
+    argv = ["eval", "--model", tiny_model, "--data", "reasoning_gym:chain_sum", "--limit", "4",
+            "--output", str(tmp_path), *flags]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("rlvr: config error: ") and message in line, line
+    assert "max_position_embeddings = 512" in line or "allows 512" in line
+    assert not (tmp_path / "run.log").exists()  # nothing started
+
+
+def run_folder(tmp_path, overrides=()):
+    """A training run's folder as `rlvr train` leaves it (run_config.json), without weights."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run_config.json").write_text(json.dumps(to_dict(load_config(EXAMPLE, ["eval.size=32", *overrides]))))
+    return folder
+
+
+def test_like_evaluates_the_runs_held_out_prompts_as_it_did(tiny_model, tmp_path):
+    from rlvr.data.sources import load_splits
+    from rlvr.evaluate.command import parse_args, plan
+
+    folder = run_folder(tmp_path)
+    p = plan(parse_args(["--like", str(folder), "--model", tiny_model, "--n", "2", "--k", "1,2", "--output", "x"]))
+    d = load_config(EXAMPLE).data
+    held_out = load_splits(d.source, prompt_key=d.prompt_key, task_kwargs=d.task_kwargs, train_size=d.train_size,
+                           eval_size=32, seed=d.seed).held_out
+    assert [s.prompt for s in p.samples] == [s.prompt for s in held_out]
+    # the run's task_kwargs (2-4 one-digit terms): reasoning-gym's defaults give longer, larger sums
+    terms = [s.prompt.replace("-", "+").split("+") for s in p.samples]
+    assert all(2 <= len(t) <= 4 and all(len(x.strip()) == 1 for x in t) for t in terms)
+    assert (p.cfg.data.prompt_template, p.cfg.rollout.max_tokens) == ("{prompt} =", 8)
+    assert [t.name for t in p.cfg.reward.terms] == ["reasoning_gym"]
+
+
+def test_like_without_weights_or_config_is_one_line(tmp_path, capsys):
+    folder = run_folder(tmp_path)
+    assert main(["eval", "--like", str(folder), "--output", str(tmp_path / "out")]) == 2
+    assert "the run saved no final weights there (no config.json)" in capsys.readouterr().err
+    assert main(["eval", "--like", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert "no run_config.json there (not an rlvr run folder)" in capsys.readouterr().err
 
 
 def test_named_sets_load_with_their_own_keys(shared_data):
