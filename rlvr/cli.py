@@ -97,6 +97,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
 
     Failures are one line on stderr, last on the console: `rlvr: <kind> error: ...`, exit code 2 for
     a config, reward or data mistake; 1 for a failure during the run (its full log is in DIR/run.log).
+    Ctrl-C or SIGTERM: one line naming the checkpoint and the command to continue; exit code 130 or 143.
     """
     from rlvr.preflight import PreflightError, describe_terms, preflight
 
@@ -126,17 +127,24 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
         print(f"resuming from {where}", file=sys.stderr)
 
     from rlvr.observe.console import run_log, tail
+    from rlvr.runtime.interrupt import Interrupted, StopSignals, stopped_line
 
     log = out / "run.log"
-    error, code, summary = "", 0, None
-    with run_log(log) as console:
+    error, code, summary, stopped = "", 0, None, False
+    with run_log(log) as console, StopSignals(say=console.print) as interrupt:
         console.print(f"vLLM's and Ray's own output goes to {log}")
         try:
             from rlvr.data.sources import DataError
             from rlvr.scoring.service import RewardError
             from rlvr.train import train
 
-            summary = train(cfg, out, console=console, resume=resume, max_steps=max_steps)
+            summary = train(cfg, out, console=console, resume=resume, max_steps=max_steps, interrupt=interrupt)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (rlvr/runtime/interrupt.py); Ray is shut down by now
+            if not isinstance(e, Interrupted):  # stopped at once: where, in the log (fd 2 is the log here)
+                traceback.print_exc()
+            again = ["rlvr", "train", config, "--output-dir", str(out), "--resume",
+                     *(["--max-steps", str(max_steps)] if max_steps is not None else []), *overrides]
+            error, code, stopped = stopped_line(e, interrupt.signum, out, again), interrupt.exit_code, True
         except DataError as e:
             error, code = f"rlvr: data error: {e}", 2
         except RewardError as e:
@@ -148,7 +156,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
     if error:
         if error.startswith("rlvr: error:"):  # unexpected: what vLLM or Ray said last may explain it
             print(f"rlvr: the last lines of {log}:", *("  " + line for line in tail(log, 15)), sep="\n", file=sys.stderr)
-        else:
+        elif not stopped:
             print(f"rlvr: run log (vLLM, Ray): {log}", file=sys.stderr)
         print(error, file=sys.stderr)
         return code
