@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop after N RL steps of the train.steps-long run (its schedules unchanged, so --resume "
                         "continues it exactly); 0: SFT and one evaluation, no RL")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the newest complete checkpoint in DIR/checkpoints (train.save_every), "
+                   help="continue from the newest complete checkpoint in DIR/checkpoints (train.save_every, Ctrl-C), "
                         "skipping SFT and the evaluation before RL; metrics.jsonl is continued")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config, reward terms and data, print the config, start nothing")
@@ -127,7 +127,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
         print(f"resuming from {where}", file=sys.stderr)
 
     from rlvr.observe.console import run_log, tail
-    from rlvr.runtime.interrupt import Interrupted, StopSignals, stopped_line
+    from rlvr.runtime.interrupt import StopSignals, stopped_line
 
     log = out / "run.log"
     error, code, summary, stopped = "", 0, None, False
@@ -140,7 +140,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
 
             summary = train(cfg, out, console=console, resume=resume, max_steps=max_steps, interrupt=interrupt)
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (rlvr/runtime/interrupt.py); Ray is shut down by now
-            if not isinstance(e, Interrupted):  # stopped at once: where, in the log (fd 2 is the log here)
+            if getattr(e, "checkpoint", None) is None:  # stopped at once: where, in the log (fd 2 is the log here)
                 traceback.print_exc()
             again = ["rlvr", "train", config, "--output-dir", str(out), "--resume",
                      *(["--max-steps", str(max_steps)] if max_steps is not None else []), *overrides]
