@@ -8,18 +8,18 @@
         raise Interrupted(step + 1, checkpoint)
 
 Before `defer()` (start-up, SFT, the evaluation before RL: nothing a checkpoint would keep) a signal raises
-`Interrupted` at once; after it, the second one does. A first signal after the last step lets the run finish
-(the final evaluation and weights). Later signals are ignored, so that the unwinding
-(Ray's shutdown) runs to its end. Both are KeyboardInterrupts: Ray's blocking calls turn any KeyboardInterrupt
-raised by a handler while they wait into a plain one, so the signal's number is kept here (`signum`), not on
-the exception.
+`Interrupted` at once; after it, the second one does, and a first one after the last step lets the run finish
+(the final evaluation and weights). Signals after the raise are ignored, so that the unwinding (Ray's shutdown)
+runs to its end. `Interrupted` is a KeyboardInterrupt: Ray's blocking calls turn a KeyboardInterrupt raised by a
+handler while they wait into a plain one, so the signal's number is kept here (`signum`), not on the exception.
 
 The rest of the run's processes: a terminal sends SIGINT to its whole foreground process group, but Ray 2.60
 starts its daemons (GCS, raylet, agents, log monitor) with SIGINT blocked (ray/_private/services.py,
 `start_ray_process`), and the raylet starts each worker (each actor, with the vLLM engine and the reward pool it
 forks) in a process group of its own. Only the driver sees the Ctrl-C; the step in progress finishes, and
 `ray.shutdown` then ends the cluster. A SIGTERM sent to the whole group (`kill -TERM -PGID`, a scheduler that
-signals every process of a job) does reach Ray's daemons, which exit on it: then the run fails mid-step instead.
+signals every process of a job) does reach the GCS and the raylet, which shut down on it: the actors go on, and
+the step in progress may fail where it needs them (the object store is the raylet's).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._saved.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: one installed from C, not restorable
         self._saved = {}
 
     def retake(self) -> None:
