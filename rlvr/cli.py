@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop after N RL steps of the train.steps-long run (its schedules unchanged, so --resume "
                         "continues it exactly); 0: SFT and one evaluation, no RL")
     p.add_argument("--resume", nargs="?", const="latest", choices=("latest", "auto"), metavar="auto",
-                   help="continue from the newest complete checkpoint in DIR/checkpoints (train.save_every), "
+                   help="continue from the newest complete checkpoint in DIR/checkpoints (train.save_every, Ctrl-C), "
                         "skipping SFT and the evaluation before RL; metrics.jsonl is continued. --resume=auto "
                         "(for a requeued job): resume if there is a complete checkpoint, else start afresh")
     p.add_argument("--overwrite", action="store_true",
@@ -110,6 +110,7 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
 
     Failures are one line on stderr, last on the console: `rlvr: <kind> error: ...`, exit code 2 for
     a config, reward, data or output-folder mistake; 1 for a failure during the run (its full log is in DIR/run.log).
+    Ctrl-C or SIGTERM: one line naming the checkpoint and the command to continue; exit code 130 or 143.
     """
     from rlvr.preflight import PreflightError, describe_terms, preflight
     from rlvr.runtime.resume import ResumeError, clear_run, plan_start
@@ -139,17 +140,25 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
         print(f"resuming from {start.checkpoint}", file=sys.stderr)
 
     from rlvr.observe.console import run_log, tail
+    from rlvr.runtime.interrupt import StopSignals, stopped_line
 
     log = out / "run.log"
-    error, code, summary = "", 0, None
-    with run_log(log) as console:
+    error, code, summary, stopped = "", 0, None, False
+    with run_log(log) as console, StopSignals(say=console.print) as interrupt:
         console.print(f"vLLM's and Ray's own output goes to {log}")
         try:
             from rlvr.data.sources import DataError
             from rlvr.scoring.service import RewardError
             from rlvr.train import train
 
-            summary = train(cfg, out, console=console, resume=start.checkpoint is not None, max_steps=max_steps)
+            summary = train(cfg, out, console=console, resume=start.checkpoint is not None, max_steps=max_steps,
+                            interrupt=interrupt)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (rlvr/runtime/interrupt.py); Ray is shut down by now
+            if getattr(e, "checkpoint", None) is None:  # stopped at once: where, in the log (fd 2 is the log here)
+                traceback.print_exc()
+            again = ["rlvr", "train", "--output-dir", str(out), "--resume",  # the config: DIR/run_config.json
+                     *(["--max-steps", str(max_steps)] if max_steps is not None else [])]
+            error, code, stopped = stopped_line(e, interrupt.signum, out, again), interrupt.exit_code, True
         except DataError as e:
             error, code = f"rlvr: data error: {e}", 2
         except RewardError as e:
@@ -161,7 +170,7 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
     if error:
         if error.startswith("rlvr: error:"):  # unexpected: what vLLM or Ray said last may explain it
             print(f"rlvr: the last lines of {log}:", *("  " + line for line in tail(log, 15)), sep="\n", file=sys.stderr)
-        else:
+        elif not stopped:
             print(f"rlvr: run log (vLLM, Ray): {log}", file=sys.stderr)
         print(error, file=sys.stderr)
         return code

@@ -29,6 +29,7 @@ from rlvr.rollout.sampling import DynamicSampling, OnePass, generate_and_score
 from rlvr.rollout.worker import SamplingSpec
 from rlvr.runtime.checkpoint import write_json_atomic
 from rlvr.runtime.cluster import ray_cluster
+from rlvr.runtime.interrupt import Interrupted, StopSignals
 from rlvr.runtime.placement import engines_asleep, place
 from rlvr.runtime.remote import wait_all
 from rlvr.runtime.resume import Checkpoints, Parts
@@ -40,12 +41,14 @@ SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
 
 
 def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *, resume: bool = False,
-          max_steps: int | None = None) -> dict:
+          max_steps: int | None = None, interrupt: StopSignals | None = None) -> dict:
     """Run SFT (if configured), evaluation and RL; `console` receives our progress lines (default: stderr).
 
     resume: continue from the newest complete checkpoint in output_dir (rlvr/runtime/resume.py), skipping SFT and
     the evaluation before RL. max_steps: stop after that many RL steps of the train.steps-long run (the
-    schedules still span train.steps, so a stopped run resumes into exactly the full run).
+    schedules still span train.steps, so a stopped run resumes into exactly the full run). interrupt: the CLI's
+    SIGINT/SIGTERM handlers (rlvr/runtime/interrupt.py); a signal during RL ends the step, checkpoints it and raises
+    Interrupted; before RL it raises at once.
     """
     started = time.perf_counter()
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
@@ -68,9 +71,11 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
     tracker = build_tracker(cfg.curriculum, correctness)  # per-prompt pass rates: the driver owns them
     eval_tokens = cfg.eval.max_tokens or cfg.rollout.max_tokens
     summary: dict = {"model": model_path, "output_dir": str(out)}
+    interrupt = interrupt or StopSignals()  # not entered: no handlers, never requested
 
     console.print("starting Ray")
     with ray_cluster(cfg, say=console.print):
+        interrupt.retake()  # ray.init installed its own SIGTERM handler (sys.exit)
         plan = place(cfg)  # disaggregated or colocated GPUs, reserved up front
         learner = build_learner(cfg, model_path, plan.learners)  # the learner group: learner.ranks actors
         workers = build_rollout_workers(cfg, model_path, plan.engines)
@@ -117,6 +122,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                 logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
                 rewards_per_step = []
 
+            interrupt.defer()  # from here a first Ctrl-C or SIGTERM ends the run after the step in progress
             logger.stage("RL", max(0, stop - start))
             for step in range(start, stop):
                 step_start = time.perf_counter()
@@ -144,9 +150,12 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                 logger.log(step, metrics)
                 rewards_per_step.append(metrics["reward/mean"])
                 summary |= failure_totals(summary, step_rewards)  # per term, over the run (and across a resume)
-                if ckpt.due(step + 1):  # after the step's metrics line: a resumed run neither repeats nor skips one
-                    ckpt.save(step + 1, parts, {"summary": summary, "before": before, "rewards_per_step": rewards_per_step})
+                stopping = interrupt.requested  # read once: a signal arriving below waits for the next step
+                if ckpt.due(step + 1) or stopping:  # after the step's metrics line: a resumed run neither repeats nor skips one
+                    saved = ckpt.save(step + 1, parts, {"summary": summary, "before": before, "rewards_per_step": rewards_per_step})
                     write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
+                    if stopping:
+                        raise Interrupted(step + 1, saved)
 
             if stop:
                 after = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)

@@ -7,7 +7,7 @@ in DIR starts afresh, resumes, or is refused.
     ckpt = Checkpoints(out, cfg.train, timeout_s=cfg.cluster.call_timeout_s)
     resumed = ckpt.latest(to_dict(cfg))              # --resume: before Ray starts; errors name DIR or the keys
     start, driver = resumed.restore(parts)           # learner, critic, reward shapers, tracker, prompts, RNGs
-    ckpt.save(step + 1, parts, driver)               # every train.save_every steps; prunes to train.keep_last
+    ckpt.save(step + 1, parts, driver)               # every train.save_every steps and at a Ctrl-C; prunes to train.keep_last
 
 A checkpoint of step N (N RL steps done; the run continues with step N) holds
 

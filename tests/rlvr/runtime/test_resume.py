@@ -1,16 +1,20 @@
 """Checkpoint and resume (rlvr/runtime/resume.py): atomic folders, the newest complete one, pruning, config checks,
-every part's state round trip, and a real run stopped and resumed against the same run uninterrupted."""
+every part's state round trip, and a real run stopped by Ctrl-C and resumed against the same run uninterrupted."""
 
 import copy
 import dataclasses
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -365,6 +369,66 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def _session(sid: int) -> dict[int, tuple[float, str]]:
+    """pid -> (start time, name) of every process in session `sid`: a run started with start_new_session=True and
+    everything it starts (Ray's daemons, and its workers, which get process groups of their own but stay in it)."""
+    found = {}
+    for p in psutil.process_iter(["create_time", "name"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                found[p.pid] = (p.info["create_time"], p.info["name"])
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def _alive(pid: int, started: float) -> bool:
+    try:
+        return psutil.Process(pid).create_time() == started
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _ctrl_c_after_the_first_step(argv: list[str], out: Path) -> tuple[int, str]:
+    """`rlvr train` in its own session, as from a terminal, and Ctrl-C as a terminal sends it, to the whole process
+    group, once the first RL step is in metrics.jsonl. Checks issue 20's acceptance: exit code 130 within 20 s,
+    no traceback, nothing of the run left running. Returns the step it stopped at, the last stderr line and the
+    seconds from the Ctrl-C to the exit."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local cluster, as a user's
+    with (out.parent / "stderr.txt").open("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "rlvr.cli", *argv], cwd=Path(__file__).parents[3], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 600
+            while not ((out / "metrics.jsonl").exists() and '"loss"' in (out / "metrics.jsonl").read_text()):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+                time.sleep(0.2)
+            running = _session(proc.pid)
+            sent = time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    assert code == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert took < 20
+    assert {"raylet", "gcs_server"} <= {n for _, n in running.values()}  # the check below sees Ray's processes
+    for _ in range(50):  # a worker may take a moment to see its raylet gone
+        # the session now, and what ran at the Ctrl-C (by pid and start time, in case one left the session)
+        left = _session(proc.pid) | {pid: v for pid, v in running.items() if _alive(pid, v[0])}
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, left
+    last = stderr.strip().splitlines()[-1]
+    step = int(re.fullmatch(r"rlvr: interrupted \(SIGINT\) at step (\d+); .*", last).group(1))
+    return step, last, took
+
+
 PPO = ["examples/tiny_arith_ppo.toml", "critic.epochs=1"]  # + the critic's weights and optimizer
 
 
@@ -375,8 +439,9 @@ PPO = ["examples/tiny_arith_ppo.toml", "critic.epochs=1"]  # + the critic's weig
     pytest.param(PPO, id="ppo", marks=pytest.mark.slow),
 ])
 def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tiny_model, tmp_path, capsys, example):
-    """Issue 9's acceptance: 6 RL steps with save_every=3, against 3 steps then --resume to 6 (issue 20: the
-    3 steps with --overwrite into an earlier run's folder, the resumption with --resume=auto and no config).
+    """Issue 9's acceptance: 6 RL steps with save_every=3, against a run stopped by Ctrl-C (issue 20: at the end of
+    step 1 or 2, with a checkpoint although train.save_every = 0; started with --overwrite into an earlier run's
+    folder) and continued with the command it printed (no CONFIG: DIR/run_config.json, no override retyped).
 
     The config exercises every piece of state: warm-up (scheduler), two minibatches (the shuffle seeded by
     the learner's step counter), a KL term (pi_ref), adaptive entropy control, the pass-rate curriculum
@@ -396,28 +461,34 @@ def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(ray_cluster, tin
     ]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["train", args[0], "--output-dir", str(full), *args[1:]]) == 0
+    cut_args = [*args[1:], "train.save_every=0", "cluster.dashboard=false"]
     # `cut` held another run, whose step-9 checkpoint a --resume would have picked: --overwrite removes it
     write_checkpoint(cut / "checkpoints", 9)
     (cut / "metrics.jsonl").write_text(json.dumps({"step": 0, "reward/mean": -1.0}) + "\n")
     (cut / "notes.txt").write_text("the caller's\n")
-    assert main(["train", args[0], "--output-dir", str(cut), "--overwrite", "--max-steps", "3", *args[1:]]) == 0
-    assert [r["step"] for r in _records(cut)] == [0, 1, 2] and (cut / "notes.txt").exists()
-    # A later life of the run that died after logging steps 3 and 4, its step-6 checkpoint half written.
+    k, last, took = _ctrl_c_after_the_first_step(
+        ["train", args[0], "--output-dir", str(cut), "--overwrite", *cut_args], cut)
+    checkpoint = cut / "checkpoints" / f"step_{k:06d}"
+    resume = ["rlvr", "train", "--output-dir", str(cut), "--resume"]
+    assert last == f"rlvr: interrupted (SIGINT) at step {k}; checkpoint written to {checkpoint}; continue with " \
+                   f"`{shlex.join(resume)}`"
+    assert [r["step"] for r in _records(cut)] == list(range(k)) and (checkpoint / MARKER).exists()
+    assert (cut / "notes.txt").exists() and not (cut / "checkpoints" / "step_000009").exists()
+    # A later life of the run that died after logging two more steps, its step-6 checkpoint half written.
     with (cut / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps({"step": 3, "reward/mean": -1.0}) + "\n" + json.dumps({"step": 4, "reward/mean": -1.0}) + "\n")
+        f.write(json.dumps({"step": k, "reward/mean": -1.0}) + "\n" + json.dumps({"step": k + 1, "reward/mean": -1.0}) + "\n")
     (cut / "checkpoints" / "step_000006").mkdir()
     (cut / "checkpoints" / ".step_000006.tmp-killed").mkdir()
     capsys.readouterr()
-    # as a requeued job resumes: no CONFIG (DIR/run_config.json), no override retyped
-    assert main(["train", "--output-dir", str(cut), "--resume=auto", "--max-steps", "6"]) == 0
-    assert f"resuming from {cut / 'checkpoints' / 'step_000003'}" in capsys.readouterr().err
+    assert main([*shlex.split(last.split("`")[1])[1:], "train.save_every=3"]) == 0  # the printed command, as typed
+    assert f"resuming from {checkpoint}" in capsys.readouterr().err
 
     a, b = _records(full), _records(cut)
     assert [r["step"] for r in b] == [0, 1, 2, 3, 4, 5]
-    print("reward/mean full:", [r["reward/mean"] for r in a], "resumed:", [r["reward/mean"] for r in b])
+    print(f"Ctrl-C: stopped at step {k}, exited {took:.1f} s after it; reward/mean full:", [r["reward/mean"] for r in a], "resumed:", [r["reward/mean"] for r in b])
     for key in ("reward/mean", "loss", "grad_norm", "kl", "lr", "entropy/coef", "reward/laser_d/mean",
                 "curriculum/mean_pass_rate"):
-        assert [r[key] for r in a[3:]] == [r[key] for r in b[3:]], key
+        assert [r[key] for r in a[k:]] == [r[key] for r in b[k:]], key
     assert len({r["reward/mean"] for r in a}) > 1 and a[5]["kl"] > 0  # the run did learn something
     wa, wb = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
     diff = max((wa[k] - wb[k]).abs().max().item() for k in wa)
