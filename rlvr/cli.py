@@ -99,6 +99,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
     a config, reward or data mistake; 1 for a failure during the run (its full log is in DIR/run.log).
     """
     from rlvr.preflight import PreflightError, describe_terms, preflight
+    from rlvr.runtime.precision import resolve_dtype
 
     try:
         cfg = load_config(config, overrides)
@@ -109,6 +110,9 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
         return 2
     for warning in warnings:
         print(f"rlvr: warning: {warning}", file=sys.stderr)
+    cfg, precision = resolve_dtype(cfg)  # "auto": settled once, so that run_config.json and --resume see it
+    if precision:
+        print(precision, file=sys.stderr)
     print(describe_terms(cfg.reward), file=sys.stderr)
     if dry_run:
         print(json.dumps(to_dict(cfg), indent=2))

@@ -30,6 +30,7 @@ from rlvr.rollout.worker import SamplingSpec
 from rlvr.runtime.checkpoint import write_json_atomic
 from rlvr.runtime.cluster import ray_cluster
 from rlvr.runtime.placement import engines_asleep, place
+from rlvr.runtime.precision import resolve_dtype
 from rlvr.runtime.remote import wait_all
 from rlvr.runtime.resume import Checkpoints, Parts
 from rlvr.scoring.correctness import Correctness, correctness_label
@@ -49,6 +50,9 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
     """
     started = time.perf_counter()
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+    cfg, precision = resolve_dtype(cfg)  # "auto" (the CLI has settled it already)
+    if precision:
+        console.print(precision)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoints(out, cfg.train, cfg.cluster.call_timeout_s)

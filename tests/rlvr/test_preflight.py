@@ -83,3 +83,13 @@ def test_reward_terms_line_names_weights_and_origins():
 def test_model_paths_are_checked_before_anything_starts(override, message):
     with pytest.raises(PreflightError, match=re.escape(message)):
         preflight(load_config(EXAMPLE, [override]), check_data=False)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_a_warning_with_its_cost():
+    from rlvr.runtime.precision import Hardware
+
+    cfg = load_config(EXAMPLE, ["model.dtype=bfloat16"])
+    [warning] = preflight(cfg, check_data=False, hardware=Hardware(frozenset({"avx", "avx2"}), None))
+    assert warning.startswith('model.dtype = "bfloat16" on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16')
+    assert "302 s in bf16 against 24 s in fp32" in warning and '"float32" (or "auto")' in warning
+    assert preflight(cfg, check_data=False, hardware=Hardware(frozenset({"avx2", "avx512_bf16"}), None)) == []
