@@ -135,6 +135,7 @@ def train_command(config: str, overrides: list[str], out: Path, *, dry_run: bool
     error, code, summary = "", 0, None
     with run_log(log) as console:
         console.print(f"vLLM's and Ray's own output goes to {log}")
+        console.print("importing torch, transformers and Ray")  # ~8 s on 2 cores, before train's first line
         try:
             from rlvr.data.sources import DataError
             from rlvr.scoring.service import RewardError

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rlvr.config import ClusterConfig, Config, DataConfig, ModelConfig, RewardConfig, RewardTermConfig, RolloutConfig
@@ -96,10 +97,15 @@ def main(argv: list[str]) -> int:
     except (DataError, ValueError) as e:
         print(f"rlvr eval: {e}", file=sys.stderr)
         return 2
+    from rlvr.observe.console import run_log
+
     started = time.perf_counter()
-    records, metrics = evaluate_model(cfg, samples, args.n, ks, args.seed)
-    wall_s = time.perf_counter() - started
     args.output.mkdir(parents=True, exist_ok=True)
+    log = args.output / "run.log"
+    with run_log(log) as console:  # vLLM's and Ray's lines would otherwise mix into the report on stdout
+        console.print(f"vLLM's and Ray's own output goes to {log}")
+        records, metrics = evaluate_model(cfg, samples, args.n, ks, args.seed, say=console.print)
+    wall_s = time.perf_counter() - started
     with (args.output / "samples.jsonl").open("w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     report = metrics | {"wall_s": wall_s, "setup": {
@@ -113,8 +119,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int) -> tuple[list[dict], dict[str, float]]:
-    """Engines and the reward service on a (local or given) Ray cluster; no learner."""
+def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int,
+                   say: Callable[[str], None] = print) -> tuple[list[dict], dict[str, float]]:
+    """Engines and the reward service on a (local or given) Ray cluster; no learner. `say` gets a line per phase."""
     from rlvr.evaluate.sampled import SampledEval
     from rlvr.models.builtin import resolve_model
     from rlvr.rollout.build import build_rollout_workers
@@ -125,13 +132,16 @@ def evaluate_model(cfg: Config, samples, n: int, ks: list[int], seed: int) -> tu
     from rlvr.scoring.correctness import Correctness, correctness_label
     from rlvr.scoring.service import build_reward_service
 
-    model_path = resolve_model(cfg.model.path)
+    model_path = resolve_model(cfg.model.path, say=say)
     r = cfg.rollout
     spec = SamplingSpec(n=n, max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, seed=seed)
-    with ray_cluster(cfg):
+    say("starting Ray")
+    with ray_cluster(cfg, say=say):
         workers = build_rollout_workers(cfg, model_path, engine_options(cfg))
         reward_service = build_reward_service(cfg.reward)
+        say(f"loading the model ({model_path}) into {len(workers)} vLLM engine(s)")
         wait_all([w.ready.remote() for w in workers], roles=[f"rollout engine {i}" for i in range(len(workers))],
                  call="ready (engine start)", timeout_s=cfg.cluster.call_timeout_s)
         evaluator = SampledEval(workers, reward_service, samples, spec, Correctness(correctness_label(cfg.reward.terms)), ks)
+        say(f"sampling {n} completion(s) for each of {len(samples)} prompts and scoring them")
         return evaluator.run()
