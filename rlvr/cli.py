@@ -113,12 +113,14 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
     Ctrl-C or SIGTERM: one line naming the checkpoint and the command to continue; exit code 130 or 143.
     """
     from rlvr.preflight import PreflightError, describe_terms, preflight
+    from rlvr.runtime.precision import resolve_dtype
     from rlvr.runtime.resume import ResumeError, clear_run, plan_start
 
     mode = "overwrite" if overwrite else {None: "fresh", "latest": "resume", "auto": "auto"}[resume]
     try:
         cfg = load_config(_config_file(config, out, mode), overrides)
         warnings = preflight(cfg)
+        cfg, precision = resolve_dtype(cfg)  # "auto": settled once, so that run_config.json and --resume see it
         # before anything starts: a folder in use, no checkpoint, or a config that would compute another run
         start = plan_start(out, mode, to_dict(cfg), cfg.train, cfg.cluster.call_timeout_s)
     except (ConfigError, PreflightError, ResumeError) as e:
@@ -127,6 +129,8 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
         return 2
     for warning in warnings:
         print(f"rlvr: warning: {warning}", file=sys.stderr)
+    if precision:
+        print(precision, file=sys.stderr)
     print(describe_terms(cfg.reward), file=sys.stderr)
     if dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
@@ -146,6 +150,7 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
     error, code, summary, stopped = "", 0, None, False
     with run_log(log) as console, StopSignals(say=console.print) as interrupt:
         console.print(f"vLLM's and Ray's own output goes to {log}")
+        console.print("importing torch, transformers and Ray")  # ~8 s on 2 cores, before train's first line
         try:
             from rlvr.data.sources import DataError
             from rlvr.scoring.service import RewardError

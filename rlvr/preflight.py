@@ -24,6 +24,7 @@ from typing import Any
 from rlvr.config import ClusterConfig, Config, RewardConfig
 from rlvr.data.sources import RG_PREFIX, DataError, _gsm8k_answer, _jsonl_rows, _lookup, generate_task
 from rlvr.rewards import registry
+from rlvr.runtime.precision import Hardware, bf16_warning
 
 _ROWS_CHECKED = 3  # enough to catch a wrong key or format; reading the whole file is train()'s job
 
@@ -36,8 +37,9 @@ class PreflightError(ValueError):
         self.kind = kind  # "config", "reward" or "data": the CLI prints "rlvr: <kind> error: ..."
 
 
-def preflight(cfg: Config, *, check_data: bool = True) -> list[str]:
-    """Raise PreflightError on the first fatal mistake; return warnings (one line each) otherwise."""
+def preflight(cfg: Config, *, check_data: bool = True, hardware: Hardware | None = None) -> list[str]:
+    """Raise PreflightError on the first fatal mistake; return warnings (one line each) otherwise.
+    hardware: what bf16 is judged against (default: this machine's)."""
     if cfg.train.steps < 0:
         raise PreflightError(f"train.steps = {cfg.train.steps}: must be >= 0 (0: SFT and one evaluation, no RL)")
     if cfg.cluster.placement == "colocated" and cfg.rollout.gpus_per_engine > 0:
@@ -56,7 +58,7 @@ def preflight(cfg: Config, *, check_data: bool = True) -> list[str]:
         check_source(d.source, d.prompt_key, d.answer_key, d.answer_format, d.task_kwargs, "data.source")
         if d.eval_source:
             check_source(d.eval_source, d.prompt_key, d.answer_key, d.answer_format, d.task_kwargs, "data.eval_source")
-    return speed_warnings(cfg)
+    return speed_warnings(cfg, hardware)
 
 
 def check_dashboard_port(c: ClusterConfig) -> None:
@@ -164,9 +166,9 @@ def _first_rows(file: Path, where: str) -> Iterator[tuple[str, dict]]:
         raise DataError(f"{where}: {file}: unsupported data file type {file.suffix!r} (use .jsonl or .parquet)")
 
 
-def speed_warnings(cfg: Config) -> list[str]:
+def speed_warnings(cfg: Config, hardware: Hardware | None = None) -> list[str]:
     """Settings that run, but slower than the user probably meant."""
-    warnings = []
+    warnings = [w for w in (bf16_warning(cfg, hardware),) if w]
     rollouts = cfg.data.batch_size * cfg.algo.group_size
     per_engine = -(-rollouts // cfg.rollout.num_engines)
     if cfg.rollout.max_num_seqs and cfg.rollout.max_num_seqs < per_engine:

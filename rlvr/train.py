@@ -31,13 +31,14 @@ from rlvr.runtime.checkpoint import write_json_atomic
 from rlvr.runtime.cluster import ray_cluster
 from rlvr.runtime.interrupt import Interrupted, StopSignals
 from rlvr.runtime.placement import engines_asleep, place
+from rlvr.runtime.precision import resolve_dtype
 from rlvr.runtime.remote import wait_all
 from rlvr.runtime.resume import Checkpoints, Parts
 from rlvr.scoring.correctness import Correctness, correctness_label
 from rlvr.scoring.service import ShaperStates, build_reward_service
 from rlvr.sync.build import build_weight_sync
 
-SFT_CHUNK = 50  # SFT steps per learner call, so the progress bar moves
+SFT_CHUNK = 50  # at most this many SFT steps per learner call, and at most a tenth of them: the bar moves
 
 
 def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *, resume: bool = False,
@@ -52,6 +53,9 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
     """
     started = time.perf_counter()
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+    cfg, precision = resolve_dtype(cfg)  # "auto" (the CLI has settled it already)
+    if precision:
+        console.print(precision)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoints(out, cfg.train, cfg.cluster.call_timeout_s)
@@ -60,13 +64,18 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
     stop = cfg.train.steps if max_steps is None else min(max_steps, cfg.train.steps)
     write_json_atomic(out / "run_config.json", to_dict(cfg))  # config.json is the model's
     d = cfg.data
+    console.print(f"reading the data ({d.source})")
     splits = load_splits(
         d.source, prompt_key=d.prompt_key, answer_key=d.answer_key, answer_format=d.answer_format,
         task_kwargs=d.task_kwargs, train_size=d.train_size, eval_source=d.eval_source, eval_size=cfg.eval.size,
         seed=d.seed, sft_size=cfg.sft.steps * cfg.sft.batch_size,
     )
     m = cfg.model
-    model_path = resolve_model(m.path, TinyShape(m.tiny_hidden, m.tiny_layers, m.tiny_heads, m.tiny_seed))
+    shape = TinyShape(m.tiny_hidden, m.tiny_layers, m.tiny_heads, m.tiny_seed)
+    model_path = resolve_model(m.path, shape, say=console.print)
+    for other in (cfg.critic.path, cfg.distill.teacher):  # a builtin is built now, saying so, not inside build_stage
+        if other:
+            resolve_model(other, say=console.print)
     correctness = Correctness(correctness_label(cfg.reward.terms, cfg.reward.correctness))
     tracker = build_tracker(cfg.curriculum, correctness)  # per-prompt pass rates: the driver owns them
     eval_tokens = cfg.eval.max_tokens or cfg.rollout.max_tokens
@@ -83,11 +92,13 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
         stage = build_stage(cfg, model_path, learner, plan)  # advantages: a table estimator, or PPO's critic; a teacher
         console.print(f"loading the model ({model_path}) into {len(learner)} learner rank(s) and {len(workers)} "
                       "vLLM engine(s)")
+        loading = time.perf_counter()
         learner.ready()
         wait_all([w.ready.remote() for w in workers], roles=[f"rollout engine {i}" for i in range(len(workers))],
                  call="ready (engine start)", timeout_s=cfg.cluster.call_timeout_s)
         learner.connect()
         weight_sync = build_weight_sync(cfg, learner, workers)
+        console.print(f"loaded in {time.perf_counter() - loading:.0f} s")
         draw = functools.partial(generate_and_score, workers, reward_service, pass_rates=tracker.rates,
                                  timeout_s=cfg.cluster.call_timeout_s)
         sampler = (
@@ -163,6 +174,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
             else:  # summary.json gets nulls, not NaN, for what was not run
                 after = {"eval/accuracy": None}
                 logger.print("train.steps = 0: no RL steps; the evaluation above is the run's result")
+            logger.print(f"saving the final weights in {out}, then stopping Ray")
             learner.save(str(out))
             write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
         finally:
@@ -193,9 +205,16 @@ def cold_start(cfg: Config, learner, samples, logger: MetricsLogger) -> dict:
     )
     logger.stage("SFT", s.steps)
     start, metrics = time.perf_counter(), {}
-    for done in range(0, s.steps, SFT_CHUNK):
-        n = min(SFT_CHUNK, s.steps - done)
+    chunk = sft_chunk(s.steps)
+    for done in range(0, s.steps, chunk):
+        n = min(chunk, s.steps - done)
         metrics = learner.sft_steps(n)
         logger.advance(f"loss {metrics['sft/loss']:.3f}", steps=n)
     write_json_atomic(Path(logger.path).parent / "sft.json", metrics)
     return {"sft/final_loss": metrics.get("sft/loss"), "sft/wall_s": time.perf_counter() - start}
+
+
+def sft_chunk(steps: int) -> int:
+    """SFT steps per learner call: the bar advances at least every tenth of the stage (every call returns to
+    the driver, so short runs keep to ten calls) and at least every SFT_CHUNK steps."""
+    return max(1, min(SFT_CHUNK, steps // 10))

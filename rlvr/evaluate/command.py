@@ -290,7 +290,7 @@ def main(argv: list[str]) -> int:
 
 def evaluate_model(cfg: Config, samples: list[Sample], n: int, ks: list[int], seed: int,
                    say: Callable[[str], None] = print) -> tuple[list[dict], dict[str, float]]:
-    """Engines and the reward service on a (local or given) Ray cluster; no learner."""
+    """Engines and the reward service on a (local or given) Ray cluster; no learner. `say` gets a line per phase."""
     from rlvr.evaluate.sampled import SampledEval
     from rlvr.rollout.build import build_rollout_workers
     from rlvr.rollout.worker import SamplingSpec

@@ -63,3 +63,12 @@ class ColdStart:
             total += int(mask.sum())
         return {"sft/loss": sum(losses) / len(losses), "sft/token_acc_p50": correct / total,
                 "sft/lr": self.updater.lr()}
+
+    def state_dict(self) -> dict:
+        """What continues these steps exactly, beside the model's weights: the optimizer, its schedule and the
+        batch order's generator."""
+        return {"updater": self.updater.state_dict(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updater.load_state_dict(state["updater"])
+        self.rng.setstate(state["rng"])

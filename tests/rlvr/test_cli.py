@@ -130,3 +130,22 @@ def test_dry_run_prints_reward_terms_and_warnings(capsys, tmp_path):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("rlvr: warning: rollout.max_num_seqs = 64 is below the 512 sequences")
     assert err[1] == "reward terms: reasoning_gym x1 (rlvr.rewards.reasoning_gym:reasoning_gym_score)"
+
+
+def test_dry_run_judges_bf16_by_this_machines_cpu(capsys, tmp_path):
+    from rlvr.runtime.precision import Hardware
+
+    native = Hardware.probe(load_config("examples/tiny_arith_grpo.toml")).cpu_bf16  # False on an AVX2-only CPU
+    done = subprocess.run(  # the real command, as a user types it
+        [sys.executable, "-m", "rlvr.cli", "train", "examples/tiny_arith_grpo.toml", "--output-dir", str(tmp_path / "a"),
+         "--dry-run", "model.dtype=bfloat16"], capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    warned = 'rlvr: warning: model.dtype = "bfloat16" on a CPU without bf16 instructions' in done.stderr
+    assert warned == (native is False), done.stderr
+    assert main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(tmp_path / "b"), "--dry-run",
+                 "model.dtype=auto"]) == 0
+    captured = capsys.readouterr()
+    picked = "bfloat16" if native else "float32"
+    assert json.loads(captured.out)["model"]["dtype"] == picked  # what run_config.json and --resume see
+    assert f'model.dtype = "auto": {picked} (the CPU' in captured.err

@@ -97,3 +97,13 @@ def test_a_taken_dashboard_port_is_named_before_ray_starts(monkeypatch):
             preflight(load_config(EXAMPLE, [f"cluster.dashboard_port={port}"]))
         assert preflight(load_config(EXAMPLE, [f"cluster.dashboard_port={port}", "cluster.dashboard=false"])) == []
         assert preflight(load_config(EXAMPLE)) == []  # 0: Ray takes 8265 or the next free port
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_a_warning_with_its_cost():
+    from rlvr.runtime.precision import Hardware
+
+    cfg = load_config(EXAMPLE, ["model.dtype=bfloat16"])
+    [warning] = preflight(cfg, check_data=False, hardware=Hardware(frozenset({"avx", "avx2"}), None))
+    assert warning.startswith('model.dtype = "bfloat16" on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16')
+    assert "302 s in bf16 against 24 s in fp32" in warning and '"float32" (or "auto")' in warning
+    assert preflight(cfg, check_data=False, hardware=Hardware(frozenset({"avx2", "avx512_bf16"}), None)) == []

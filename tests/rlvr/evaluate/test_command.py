@@ -55,6 +55,7 @@ def test_eval_on_a_reasoning_gym_task(ray_cluster, tiny_model, tmp_path):
     metrics = check_report(tmp_path, n=4, ks=[1, 2, 4], prompts=6)
     assert 0 < metrics["avg@4"] < 1 and metrics["pass@4"] > metrics["pass@1"]
     assert metrics["setup"]["reward"] == "tests.rlvr.reward_plugins:odd_length"
+    assert (tmp_path / "run.log").exists()  # where vLLM's and Ray's output went, not into the report on stdout
 
 
 def readme_eval_command() -> list[str]:

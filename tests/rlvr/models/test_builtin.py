@@ -53,3 +53,32 @@ def test_unknown_builtin_and_plain_paths():
     with pytest.raises(ValueError, match="unknown builtin model"):
         resolve_model("builtin:nope")
     assert resolve_model("Qwen/Qwen2.5-1.5B-Instruct") == "Qwen/Qwen2.5-1.5B-Instruct"
+
+
+def test_a_resumable_build_keeps_its_partial_folder_until_it_succeeds(tmp_path):
+    from rlvr.models.builtin import _atomic_build, _exclusive
+
+    out = tmp_path / "model"
+
+    def interrupted(folder):
+        (folder / "progress").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _atomic_build(out, interrupted, resumable=True)
+    found = []
+
+    def finished(folder):
+        found.append((folder.name, (folder / "progress").read_text()))
+        (folder / "config.json").write_text("{}")
+
+    _atomic_build(out, finished, resumable=True)
+    assert found == [("model.partial", "half")] and (out / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.lock"]
+    # While another process builds (holds the lock), a second builder starts afresh in its own folder.
+    second = tmp_path / "second"
+    with _exclusive(tmp_path / "second.lock") as held:
+        assert held
+        _atomic_build(second, lambda folder: found.append(folder.name) or (folder / "config.json").write_text("{}"),
+                      resumable=True)
+    assert found[-1].startswith("second.tmp-") and (second / "config.json").exists()
