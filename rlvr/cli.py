@@ -143,7 +143,7 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
     if start.checkpoint:
         print(f"resuming from {start.checkpoint}", file=sys.stderr)
 
-    from rlvr.observe.console import run_log, tail
+    from rlvr.observe.console import report_failure, run_log, unexpected
     from rlvr.runtime.interrupt import StopSignals, stopped_line
 
     log = out / "run.log"
@@ -169,15 +169,9 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
         except RewardError as e:
             error, code = f"rlvr: reward error: {e}", 1
         except Exception as e:  # noqa: BLE001 - the traceback goes to the log; the console gets one line
-            traceback.print_exc()  # fd 2 is the log here
-            text = str(e).strip().splitlines()
-            error, code = f"rlvr: error: {type(e).__name__}: {text[0] if text else ''} (traceback in {log})", 1
+            error, code = unexpected(e, log), 1
     if error:
-        if error.startswith("rlvr: error:"):  # unexpected: what vLLM or Ray said last may explain it
-            print(f"rlvr: the last lines of {log}:", *("  " + line for line in tail(log, 15)), sep="\n", file=sys.stderr)
-        elif not stopped:
-            print(f"rlvr: run log (vLLM, Ray): {log}", file=sys.stderr)
-        print(error, file=sys.stderr)
+        report_failure(error, log, show_log=not stopped)
         return code
     print(json.dumps(summary, indent=2))
     return 0

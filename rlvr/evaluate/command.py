@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -246,9 +243,9 @@ def main(argv: list[str]) -> int:
     except PreflightError as e:
         print(f"rlvr: {e.kind} error: {e}", file=sys.stderr)
         return 2
-    from rlvr.observe.console import run_log, tail
+    from rlvr.observe.console import report_failure, run_log, unexpected
     from rlvr.preflight import describe_terms
-    from rlvr.runtime.checkpoint import write_json_atomic
+    from rlvr.runtime.checkpoint import write_json_atomic, write_text_atomic
 
     cfg = p.cfg
     print(describe_terms(cfg.reward), file=sys.stderr)
@@ -266,13 +263,10 @@ def main(argv: list[str]) -> int:
         except RewardError as e:
             error = f"rlvr: reward error: {e}"
         except Exception as e:  # noqa: BLE001 - the traceback goes to the log; the console gets one line
-            traceback.print_exc()  # fd 2 is the log here
-            error = f"rlvr: error: {type(e).__name__}: {_first_line(e)} (traceback in {log})"
+            error = unexpected(e, log)
         wall_s = time.perf_counter() - started
     if error:
-        if error.startswith("rlvr: error:"):  # unexpected: what vLLM or Ray said last may explain it
-            print(f"rlvr: the last lines of {log}:", *("  " + line for line in tail(log, 15)), sep="\n", file=sys.stderr)
-        print(error, file=sys.stderr)
+        report_failure(error, log, show_log=False)
         return 1
     report = metrics | {"wall_s": wall_s, "setup": {
         "model": cfg.model.path, "data": args.data or f"held-out of {args.like}", "reward": cfg.reward.terms[0].name,
@@ -281,7 +275,7 @@ def main(argv: list[str]) -> int:
         "prompt_template": cfg.data.prompt_template, "system_prompt": cfg.data.system_prompt,
         "prompts": len(p.samples), "like": str(args.like or ""),
     }}
-    write_atomic(args.output / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_text_atomic(args.output / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     write_json_atomic(args.output / "metrics.json", report)
     print(json.dumps(report, indent=2))
     print(f"rlvr eval: wrote {args.output / 'samples.jsonl'} and {args.output / 'metrics.json'}", file=sys.stderr)
@@ -312,15 +306,6 @@ def evaluate_model(cfg: Config, samples: list[Sample], n: int, ks: list[int], se
         say(f"sampling and scoring {len(samples) * n} completions")
         evaluator = SampledEval(workers, reward_service, samples, spec, Correctness(correctness_label(cfg.reward.terms)), ks)
         return evaluator.run()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary sibling and a rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _first_line(e: BaseException) -> str:

@@ -61,6 +61,25 @@ def run_log(path: Path) -> Iterator[Console]:
                 owned.close()
 
 
+def unexpected(e: BaseException, log: Path) -> str:
+    """The console's line for an unexpected failure; its traceback goes to fd 2 (`log`, inside `run_log`)."""
+    import traceback
+
+    traceback.print_exc()
+    text = str(e).strip().splitlines()
+    return f"rlvr: error: {type(e).__name__}: {text[0] if text else ''} (traceback in {log})"
+
+
+def report_failure(error: str, log: Path, show_log: bool = True) -> None:
+    """Print a failure's line last; above it, for an unexpected one, the log's last lines (what vLLM or Ray
+    said last may explain it), else (show_log) where the log is."""
+    if error.startswith("rlvr: error:"):
+        print(f"rlvr: the last lines of {log}:", *("  " + line for line in tail(log, 15)), sep="\n", file=sys.stderr)
+    elif show_log:
+        print(f"rlvr: run log (vLLM, Ray): {log}", file=sys.stderr)
+    print(error, file=sys.stderr)
+
+
 def tail(path: Path, lines: int = 20) -> list[str]:
     """The last `lines` lines of a text file (empty when it does not exist)."""
     if not path.exists():
