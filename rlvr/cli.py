@@ -161,9 +161,12 @@ def train_command(config: str | None, overrides: list[str], out: Path, *, dry_ru
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (rlvr/runtime/interrupt.py); Ray is shut down by now
             if getattr(e, "checkpoint", None) is None:  # stopped at once: where, in the log (fd 2 is the log here)
                 traceback.print_exc()
-            again = ["rlvr", "train", "--output-dir", str(out), "--resume",  # the config: DIR/run_config.json
-                     *(["--max-steps", str(max_steps)] if max_steps is not None else [])]
-            error, code, stopped = stopped_line(e, interrupt.signum, out, again), interrupt.exit_code, True
+            steps = ["--max-steps", str(max_steps)] if max_steps is not None else []
+            again = ["rlvr", "train", "--output-dir", str(out), "--resume", *steps]  # the config: DIR/run_config.json
+            afresh = ["rlvr", "train", *([config] if config else []), "--output-dir", str(out), "--resume=auto",
+                      *steps, *overrides]  # run_config.json may not be written yet
+            error, code = stopped_line(e, interrupt.signum, out, again, afresh), interrupt.exit_code
+            stopped = True
         except DataError as e:
             error, code = f"rlvr: data error: {e}", 2
         except RewardError as e:

@@ -121,6 +121,9 @@ def load_samples(args: argparse.Namespace, run: Run | None) -> tuple[list[Sample
 
     if run is not None and not args.data:
         d = run.data  # exactly the held-out split training evaluated on (its first --limit prompts)
+        if args.limit and args.limit > run.eval_size:  # more would reach into the run's training prompts
+            raise PreflightError(f"--limit {args.limit}: the run {run.folder} held out {run.eval_size} prompts "
+                                 "(eval.size); give --data for more")
         splits = load_splits(d.source, prompt_key=d.prompt_key, answer_key=d.answer_key, answer_format=d.answer_format,
                              task_kwargs=d.task_kwargs, train_size=d.train_size, eval_source=d.eval_source,
                              eval_size=args.limit or run.eval_size, seed=d.seed)

@@ -64,7 +64,7 @@ def ray_cluster(cfg: Config, say: Callable[[str], None] = print) -> Iterator[dic
                 log_to_driver=True,
             )
         say(f"Ray: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}, metrics at http://127.0.0.1:{metrics_port()}/metrics"
-            + (", dashboard at " + describe_dashboard(context.dashboard_url) if c.dashboard else ""))
+            + (", dashboard at " + describe_dashboard(context.dashboard_url, c.dashboard_port) if c.dashboard else ""))
     try:
         yield ray.cluster_resources()
     finally:
@@ -79,10 +79,10 @@ def dashboard_port(c: ClusterConfig) -> int | None:
     return c.dashboard_port or None
 
 
-def describe_dashboard(url: str) -> str:
+def describe_dashboard(url: str, asked: int = 0) -> str:
     """The dashboard's address, and how a browser gets past token authentication (the page asks for it)."""
     host, _, port = url.rpartition(":")
-    text = f"http://{url}" + (" (8265 was taken)" if port != "8265" else "")
+    text = f"http://{url}" + (" (8265 was taken)" if not asked and port != "8265" else "")  # asked: a port given
     if os.environ.get("RAY_AUTH_MODE") == "token":
         text += f"; it asks for the token `ray get-auth-token` prints; from another machine: ssh -L {port}:{host}:{port} HOST"
     return text

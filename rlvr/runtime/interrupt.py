@@ -108,11 +108,12 @@ class StopSignals:
             pass
 
 
-def stopped_line(e: KeyboardInterrupt, signum: int | None, out: Path, resume: list[str]) -> str:
+def stopped_line(e: KeyboardInterrupt, signum: int | None, out: Path, resume: list[str], afresh: list[str]) -> str:
     """The console's last line after a stop: where the run stopped, its checkpoint, and the command to go on.
 
-    resume: `rlvr train --output-dir DIR --resume [--max-steps N]` (the config is DIR/run_config.json); without a
-    checkpoint the line offers it with --resume=auto, which starts afresh.
+    resume: `rlvr train --output-dir DIR --resume [--max-steps N]` (the config is DIR/run_config.json). afresh,
+    offered where there is no checkpoint: the command as given, with --resume=auto (it starts afresh over this
+    attempt; a stop before train() wrote DIR/run_config.json leaves only the given config to start from).
     """
     from rlvr.runtime.resume import complete_checkpoints
 
@@ -126,4 +127,4 @@ def stopped_line(e: KeyboardInterrupt, signum: int | None, out: Path, resume: li
         return (f"rlvr: interrupted ({name}), stopped at once; the newest checkpoint is {path} (step {step}); "
                 f"continue with `{again}`")
     return (f"rlvr: interrupted ({name}) before the first RL checkpoint, stopped at once: nothing to resume from; "
-            f"start again with `{shlex.join('--resume=auto' if a == '--resume' else a for a in resume)}`")
+            f"start again with `{shlex.join(afresh)}`")

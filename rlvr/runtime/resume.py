@@ -95,7 +95,8 @@ def plan_start(out: Path, mode: StartMode, config: Mapping[str, Any], train: Tra
 
     fresh: refused where `out` holds a run. overwrite: that run's files are removed first. resume: the newest
     complete checkpoint, which must exist (`Checkpoints.latest`). auto (what a requeued job passes): resume
-    when a complete checkpoint exists, else start afresh, over an earlier attempt of the same config only.
+    when a complete checkpoint exists, else start afresh, over an earlier attempt of the same config only (a
+    finished run without a checkpoint is refused: its results are not deleted).
     """
     if mode == "resume" or (mode == "auto" and complete_checkpoints(out / "checkpoints")):
         return Start(Checkpoints(out, train, timeout_s).latest(config).path)  # raises: none, or a changed config
@@ -111,6 +112,9 @@ def plan_start(out: Path, mode: StartMode, config: Mapping[str, Any], train: Tra
     if differences:
         raise ResumeError(f"--resume=auto: {out} holds a run without a complete checkpoint whose config differs "
                           f"({'; '.join(differences)}): pass --overwrite to replace it (or another --output-dir)")
+    if (out / "summary.json").exists():  # it finished (save_every = 0): starting afresh would delete its results
+        raise ResumeError(f"--resume=auto: {out} holds a finished run (summary.json) and no checkpoint to continue "
+                          "from: nothing to resume; pass --overwrite to run it again", kind="output-dir")
     return Start(clear=True, keep_log=True)  # the same run, which died before its first checkpoint
 
 
@@ -293,7 +297,7 @@ class Checkpoints:
             partial = sorted(p.name for p in self.root.glob("*step_*")) if self.root.is_dir() else []
             raise ResumeError(f"--resume: no complete checkpoint in {self.root}" + (
                 f" (incomplete, ignored: {', '.join(partial)})" if partial else
-                " (train.save_every writes them)"))
+                " (train.save_every and a Ctrl-C or SIGTERM during RL write them)"))
         saved_config = self.out / "run_config.json"
         if saved_config.exists():
             differences = config_differences(json.loads(saved_config.read_text()), config)

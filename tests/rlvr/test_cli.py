@@ -30,7 +30,7 @@ def test_resume_without_a_checkpoint_or_with_a_changed_config_fails_before_anyth
     assert main(["train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out), "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"rlvr: resume error: --resume: no complete checkpoint in {out / 'checkpoints'} " \
-                      "(train.save_every writes them)"
+                      "(train.save_every and a Ctrl-C or SIGTERM during RL write them)"
     (out / "checkpoints" / "step_000003").mkdir(parents=True)
     (out / "checkpoints" / "step_000003" / "COMPLETE").write_text("step_000003\n")
     (out / "run_config.json").write_text(json.dumps(to_dict(load_config("examples/tiny_arith_grpo.toml"))))

@@ -80,7 +80,7 @@ def test_shellcheck():
     assert done.returncode == 0, done.stdout
 
 
-def test_commands_for_two_nodes(stubs):
+def test_commands_for_two_nodes(stubs, tmp_path):
     env, read = stubs
     done = subprocess.run(["bash", str(SCRIPT), *ARGS], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -103,6 +103,8 @@ def test_commands_for_two_nodes(stubs):
     assert len(set(env_lines)) == 1 and len(env_lines) == 3
     nccl, gloo, token = env_lines[0].split()
     assert nccl == gloo == "lo" and re.fullmatch("[0-9a-f]{64}", token)
+    saved = tmp_path / ".ray/auth_token"  # where the dashboard's user reads it (ray start writes none)
+    assert saved.read_text() == token + "\n" and saved.stat().st_mode & 0o077 == 0
 
 
 def test_the_token_in_home_is_passed_on(stubs, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from rlvr.cli import main
 from rlvr.config import load_config, to_dict
+from rlvr.preflight import PreflightError
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
@@ -126,6 +127,8 @@ def test_like_evaluates_the_runs_held_out_prompts_as_it_did(tiny_model, tmp_path
     assert all(2 <= len(t) <= 4 and all(len(x.strip()) == 1 for x in t) for t in terms)
     assert (p.cfg.data.prompt_template, p.cfg.rollout.max_tokens) == ("{prompt} =", 8)
     assert [t.name for t in p.cfg.reward.terms] == ["reasoning_gym"]
+    with pytest.raises(PreflightError, match=r"--limit 33: the run .* held out 32 prompts \(eval.size\)"):
+        plan(parse_args(["--like", str(folder), "--model", tiny_model, "--limit", "33", "--output", "x"]))
 
 
 def test_like_without_weights_or_config_is_one_line(tmp_path, capsys):

@@ -97,3 +97,4 @@ def test_the_dashboard_line_says_how_to_get_in(monkeypatch):
         "from another machine: ssh -L 8265:127.0.0.1:8265 HOST")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert describe_dashboard("127.0.0.1:8270") == "http://127.0.0.1:8270 (8265 was taken)"
+    assert describe_dashboard("127.0.0.1:8270", asked=8270) == "http://127.0.0.1:8270"

@@ -55,22 +55,24 @@ def test_retake_wins_back_sigterm_from_ray_init_and_a_bare_object_touches_nothin
 
 def test_the_last_line_names_the_checkpoint_and_the_command_to_go_on(tmp_path):
     resume = ["rlvr", "train", "--output-dir", str(tmp_path / "my run"), "--resume", "--max-steps", "9"]
-    line = stopped_line(Interrupted(3, step_dir(tmp_path / "checkpoints", 3)), signal.SIGINT, tmp_path, resume)
+    afresh = ["rlvr", "train", "my config.toml", "--output-dir", str(tmp_path / "my run"), "--resume=auto",
+              "--max-steps", "9", 'reward.terms=[{name="math"}]']
+    line = stopped_line(Interrupted(3, step_dir(tmp_path / "checkpoints", 3)), signal.SIGINT, tmp_path, resume, afresh)
     head, command, tail = line.split("`")
     assert head == (f"rlvr: interrupted (SIGINT) at step 3; checkpoint written to {tmp_path}/checkpoints/step_000003; "
                     "continue with ") and tail == ""
     assert shlex.split(command) == resume  # a shell gives the command back as it was typed
 
     # at once (a second Ctrl-C, or before RL): the newest complete checkpoint, or none
-    line = stopped_line(KeyboardInterrupt(), signal.SIGTERM, tmp_path, resume)
+    line = stopped_line(KeyboardInterrupt(), signal.SIGTERM, tmp_path, resume, afresh)
     head, command, _ = line.split("`")
     assert head == ("rlvr: interrupted (SIGTERM) before the first RL checkpoint, stopped at once: nothing to resume "
                     "from; start again with ")
-    assert shlex.split(command) == [a if a != "--resume" else "--resume=auto" for a in resume]  # afresh, same config
+    assert shlex.split(command) == afresh  # the config as given: DIR/run_config.json may not be written yet
     for step in (2, 4):
         with atomic_dir(step_dir(tmp_path / "checkpoints", step)):
             pass
-    line = stopped_line(KeyboardInterrupt(), None, tmp_path, resume)
+    line = stopped_line(KeyboardInterrupt(), None, tmp_path, resume, afresh)
     assert line.startswith(f"rlvr: interrupted (SIGINT), stopped at once; the newest checkpoint is "
                            f"{tmp_path}/checkpoints/step_000004 (step 4); continue with `")
 

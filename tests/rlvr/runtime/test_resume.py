@@ -154,6 +154,10 @@ def test_a_folder_holding_a_run_is_refused_replaced_or_resumed_never_reused(tmp_
     assert refused.value.kind == "output-dir"
     assert plan("overwrite") == Start(clear=True)
     assert plan("auto") == Start(clear=True, keep_log=True)  # the same config: start it afresh
+    (out / "summary.json").write_text("{}")  # ...unless it finished (train.save_every = 0): its results stay
+    with pytest.raises(ResumeError, match=r"--resume=auto: .* holds a finished run \(summary.json\) and no checkpoint"):
+        plan("auto")
+    (out / "summary.json").unlink()
     other = to_dict(load_config("examples/tiny_arith_grpo.toml", ["algo.group_size=4"]))
     with pytest.raises(ResumeError, match=r"--resume=auto: .* config differs \(algo.group_size: 8 -> 4\): pass --overwrite"):
         plan("auto", other)
