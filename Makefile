@@ -14,8 +14,9 @@ export DS_BUILD_OPS ?= 0
 
 .PHONY: demo test test-slow bench-gpu install install-dev install-gpu clean
 
+# --overwrite: a rerun of the demo replaces the last one (rlvr refuses a folder that holds a run otherwise)
 demo: $(VENV)/.installed-cpu
-	$(BIN)/rlvr train examples/tiny_arith_grpo.toml --output-dir $(RUN_DIR)
+	$(BIN)/rlvr train examples/tiny_arith_grpo.toml --output-dir $(RUN_DIR) --overwrite
 	$(BIN)/rlvr plot $(RUN_DIR)
 
 test: $(VENV)/.installed-dev
