@@ -24,8 +24,8 @@ BEGIN, END = "<!-- compare_presets:begin -->", "<!-- compare_presets:end -->"
 
 def run(name: str, steps: int, out: Path, extra: list[str]) -> dict:
     run_dir = out / name
-    cmd = [sys.executable, "-m", "rlvr.cli", "train", f"examples/tiny_arith_{name}.toml", "--output-dir", str(run_dir), "--overwrite",
-           "--max-steps", str(steps), *extra]
+    cmd = [sys.executable, "-m", "rlvr.cli", "train", f"examples/tiny_arith_{name}.toml", "--output-dir", str(run_dir),
+           "--overwrite", "--max-steps", str(steps), *extra]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
