@@ -15,12 +15,10 @@ from rich.console import Console
 from rlvr.config import Config, to_dict
 from rlvr.data.curriculum import build_prompt_source, build_tracker, curriculum_state
 from rlvr.data.sources import load_splits
-from rlvr.evaluate.greedy import evaluate, first_last_mean
+from rlvr.evaluate.greedy import evaluate
 from rlvr.evaluate.sampled import SampledEval
 from rlvr.learner.build import build_learner, build_stage
-from rlvr.learner.optim import OptimSpec
-from rlvr.models.builtin import resolve_model
-from rlvr.models.tiny import TinyShape
+from rlvr.models.builtin import resolve_run_models
 from rlvr.observe.console import RewardFailures
 from rlvr.observe.metrics import MetricsLogger, failure_totals, rollout_metrics
 from rlvr.observe.trackers import build_trackers
@@ -30,6 +28,7 @@ from rlvr.rollout.worker import SamplingSpec
 from rlvr.runtime.checkpoint import write_json_atomic
 from rlvr.runtime.cluster import ray_cluster
 from rlvr.runtime.interrupt import Interrupted, StopSignals
+from rlvr.runtime.opening import Components, choose_opening
 from rlvr.runtime.placement import engines_asleep, place
 from rlvr.runtime.precision import resolve_dtype
 from rlvr.runtime.remote import wait_all
@@ -37,8 +36,6 @@ from rlvr.runtime.resume import Checkpoints, Parts
 from rlvr.scoring.correctness import Correctness, correctness_label
 from rlvr.scoring.service import ShaperStates, build_reward_service
 from rlvr.sync.build import build_weight_sync
-
-SFT_CHUNK = 50  # at most this many SFT steps per learner call, and at most a tenth of them: the bar moves
 
 
 def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *, resume: bool = False,
@@ -60,7 +57,6 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoints(out, cfg.train, cfg.cluster.call_timeout_s)
     resumed = ckpt.latest(to_dict(cfg)) if resume else None  # before Ray: no checkpoint or a changed config fails fast
-    start = resumed.step if resumed else 0
     stop = cfg.train.steps if max_steps is None else min(max_steps, cfg.train.steps)
     write_json_atomic(out / "run_config.json", to_dict(cfg))  # config.json is the model's
     d = cfg.data
@@ -70,16 +66,12 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
         task_kwargs=d.task_kwargs, train_size=d.train_size, eval_source=d.eval_source, eval_size=cfg.eval.size,
         seed=d.seed, sft_size=cfg.sft.steps * cfg.sft.batch_size,
     )
-    m = cfg.model
-    shape = TinyShape(m.tiny_hidden, m.tiny_layers, m.tiny_heads, m.tiny_seed)
-    model_path = resolve_model(m.path, shape, say=console.print)
-    for other in (cfg.critic.path, cfg.distill.teacher):  # a builtin is built now, saying so, not inside build_stage
-        if other:
-            resolve_model(other, say=console.print)
     correctness = Correctness(correctness_label(cfg.reward.terms, cfg.reward.correctness))
-    tracker = build_tracker(cfg.curriculum, correctness)  # per-prompt pass rates: the driver owns them
     eval_tokens = cfg.eval.max_tokens or cfg.rollout.max_tokens
-    summary: dict = {"model": model_path, "output_dir": str(out)}
+    opening = choose_opening(resumed, cfg, splits, eval_tokens, correctness)  # afresh (SFT, greedy eval) or resumed
+    start = opening.step
+    model_path = resolve_run_models(cfg, say=console.print)  # a builtin is built now, saying so
+    tracker = build_tracker(cfg.curriculum, correctness)  # per-prompt pass rates: the driver owns them
     interrupt = interrupt or StopSignals()  # not entered: no handlers, never requested
 
     console.print("starting Ray")
@@ -115,23 +107,8 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
             prompts = build_prompt_source(cfg.curriculum, splits.train, cfg.data.batch_size, cfg.train.seed, tracker)
             shapers = ShaperStates(reward_service, cfg.cluster.call_timeout_s)  # the reward shapers' resumable state
             parts = Parts(learner, stage, shapers, tracker, prompts)
-            if resumed:
-                logger.print(f"resuming at step {start} from {resumed.path}: SFT and the evaluation before RL are skipped")
-                records = resumed.restore(parts)
-                summary |= records["summary"]
-                before, rewards_per_step = records["before"], records["rewards_per_step"]
-                weight_sync.push(version=start)
-            else:
-                if cfg.sft.steps:
-                    with engines_asleep(workers, plan, cfg.cluster.call_timeout_s):
-                        summary |= cold_start(cfg, learner, splits.sft, logger)
-                    weight_sync.push(version=0)
-                learner.start_rl()
-                stage.prepare(learner)
-                logger.print(f"evaluating {len(splits.held_out)} held-out prompts (greedy)")
-                before = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
-                logger.print(f"held-out greedy accuracy before RL: {before['eval/accuracy']:.3f} ({len(splits.held_out)} prompts)")
-                rewards_per_step = []
+            components = Components(learner, stage, workers, reward_service, weight_sync, plan, parts)
+            progress = opening.open(components, {"model": model_path, "output_dir": str(out)}, logger)
 
             interrupt.defer()  # from here a first Ctrl-C or SIGTERM ends the run after the step in progress
             logger.stage("RL", max(0, stop - start))
@@ -159,11 +136,11 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                 } | curriculum_metrics
                 metrics["throughput/tokens_per_s"] = (metrics["tokens/prompt"] + metrics["tokens/completion"]) / step_s
                 logger.log(step, metrics)
-                rewards_per_step.append(metrics["reward/mean"])
-                summary |= failure_totals(summary, step_rewards)  # per term, over the run (and across a resume)
+                progress.rewards_per_step.append(metrics["reward/mean"])
+                progress.summary |= failure_totals(progress.summary, step_rewards)  # per term, over the run and resumes
                 stopping = interrupt.requested  # read once: a signal arriving below waits for the next step
                 if ckpt.due(step + 1) or stopping:  # after the step's metrics line: a resumed run neither repeats nor skips one
-                    saved = ckpt.save(step + 1, parts, {"summary": summary, "before": before, "rewards_per_step": rewards_per_step})
+                    saved = ckpt.save(step + 1, parts, progress.records())
                     write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
                     if stopping:
                         raise Interrupted(step + 1, saved)
@@ -180,41 +157,7 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
         finally:
             logger.close()
 
-    start_reward, end_reward = first_last_mean(rewards_per_step) if rewards_per_step else (None, None)
-    summary |= {
-        "eval/accuracy_before_rl": before["eval/accuracy"],
-        "eval/accuracy_after_rl": after["eval/accuracy"],
-        "eval/prompts": len(splits.held_out),
-        "reward/first10_mean": start_reward,
-        "reward/last10_mean": end_reward,
-        "rl_steps": len(rewards_per_step),
-        "wall_s": time.perf_counter() - started,
-    }
+    summary = progress.final(after, wall_s=time.perf_counter() - started)
     write_json_atomic(out / "summary.json", summary)
     return summary
 
-
-def cold_start(cfg: Config, learner, samples, logger: MetricsLogger) -> dict:
-    """Supervised steps on (prompt, answer) pairs: a tiny random model has no reward signal without them."""
-    s = cfg.sft
-    optim = OptimSpec(lr=s.lr, warmup_steps=s.warmup_steps, decay_steps=max(0, s.steps - s.warmup_steps),
-                      grad_clip=cfg.learner.grad_clip)
-    learner.start_sft(
-        samples, batch_size=s.batch_size, prompt_template=cfg.data.prompt_template,
-        system_prompt=cfg.data.system_prompt, response_template=s.response_template, optim=optim, seed=s.seed,
-    )
-    logger.stage("SFT", s.steps)
-    start, metrics = time.perf_counter(), {}
-    chunk = sft_chunk(s.steps)
-    for done in range(0, s.steps, chunk):
-        n = min(chunk, s.steps - done)
-        metrics = learner.sft_steps(n)
-        logger.advance(f"loss {metrics['sft/loss']:.3f}", steps=n)
-    write_json_atomic(Path(logger.path).parent / "sft.json", metrics)
-    return {"sft/final_loss": metrics.get("sft/loss"), "sft/wall_s": time.perf_counter() - start}
-
-
-def sft_chunk(steps: int) -> int:
-    """SFT steps per learner call: the bar advances at least every tenth of the stage (every call returns to
-    the driver, so short runs keep to ten calls) and at least every SFT_CHUNK steps."""
-    return max(1, min(SFT_CHUNK, steps // 10))

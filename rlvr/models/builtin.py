@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from rlvr.config import Config
 from rlvr.models.smollm2 import convert_smollm2
 from rlvr.models.tiny import TinyShape, build_tiny_model
 
@@ -60,6 +61,16 @@ def resolve_model(path: str, tiny: TinyShape = TinyShape(), say: Callable[[str],
     if path.startswith("builtin:"):
         raise ValueError(f"model.path: unknown builtin model {path!r} (known: {', '.join(BUILTINS)})")
     return path
+
+
+def resolve_run_models(cfg: Config, say: Callable[[str], None] = _stderr) -> str:
+    """The policy's folder; a builtin critic or teacher is built now too, saying so (not later inside an actor)."""
+    m = cfg.model
+    model_path = resolve_model(m.path, TinyShape(m.tiny_hidden, m.tiny_layers, m.tiny_heads, m.tiny_seed), say=say)
+    for other in (cfg.critic.path, cfg.distill.teacher):
+        if other:
+            resolve_model(other, say=say)
+    return model_path
 
 
 def _atomic_build(out: Path, build: Callable[[Path], object], *, resumable: bool = False) -> None:

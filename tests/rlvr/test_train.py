@@ -6,7 +6,7 @@ import pytest
 from safetensors.torch import load_file
 
 from rlvr.config import load_config
-from rlvr.train import sft_chunk, train
+from rlvr.train import train
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
@@ -158,12 +158,3 @@ def test_curriculum_tracks_every_group_and_saves_its_state(run):
     assert records[-1]["curriculum/retired_unsolved"] == retired.count("unsolved")
     for r in records:  # the 4 trained groups: informative ones first, then the top-up
         assert min(r["sampling/informative_groups"], 4) + r["sampling/topped_up_groups"] == 4
-
-
-@pytest.mark.parametrize(("steps", "chunk", "calls"), [
-    (400, 40, 10),  # the demo: was 8 calls of 50, the bar at 0/400 for an eighth of the stage
-    (5000, 50, 100), (30, 3, 10), (19, 1, 19), (5, 1, 5), (1, 1, 1),
-])
-def test_the_sft_bar_moves_every_tenth_of_the_stage(steps, chunk, calls):
-    assert sft_chunk(steps) == chunk and -(-steps // chunk) == calls
-    assert chunk <= max(1, steps // 10)
