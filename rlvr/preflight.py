@@ -99,9 +99,9 @@ def check_rewards(cfg: RewardConfig) -> list[tuple[str, Any]]:
         try:
             fn = registry.resolve(term.name, term.kwargs)
         except (registry.UnknownRewardError, TypeError) as e:  # their messages name the problem
-            raise PreflightError(f"{where}: {_one_line(e)}", "reward") from None
+            raise PreflightError(f"{where}: {one_line(e)}", "reward") from None
         except Exception as e:  # a plugin module or constructor that raises while loading can raise anything
-            raise PreflightError(f"{where}: {type(e).__name__} while loading it: {_one_line(e)}", "reward") from None
+            raise PreflightError(f"{where}: {type(e).__name__} while loading it: {one_line(e)}", "reward") from None
         label = term.label or term.name.rpartition(":")[2]
         if "/" in label or label in dict(resolved):
             raise PreflightError(f"{where}: label {label!r} is duplicated or contains '/'; set a distinct `label`",
@@ -187,6 +187,7 @@ def speed_warnings(cfg: Config, hardware: Hardware | None = None) -> list[str]:
     return warnings
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """An exception's first line (its type's name when it has no message): for one-line errors."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__

@@ -27,7 +27,7 @@ from pathlib import Path
 from rlvr.config import (ClusterConfig, Config, DataConfig, ModelConfig, RewardConfig, RewardTermConfig,
                          RolloutConfig)
 from rlvr.data.sources import RG_PREFIX, DataError
-from rlvr.preflight import PreflightError
+from rlvr.preflight import PreflightError, one_line
 from rlvr.types import Sample
 
 _HELD_OUT_SEED = 1_000_000_007  # reasoning-gym rows away from the training seeds (rlvr/data/sources.py)
@@ -111,7 +111,7 @@ def read_run(folder: Path) -> Run:
         max_tokens = run["eval"].get("max_tokens") or run["rollout"]["max_tokens"]
         return Run(folder, data, int(run["eval"]["size"]), int(max_tokens), reward)
     except (KeyError, TypeError, ValueError) as e:  # pydantic's ValidationError is a ValueError
-        raise PreflightError(f"{path}: not an rlvr run config ({_first_line(e)})") from None
+        raise PreflightError(f"{path}: not an rlvr run config ({one_line(e)})") from None
 
 
 def load_samples(args: argparse.Namespace, run: Run | None) -> tuple[list[Sample], str]:
@@ -149,7 +149,7 @@ def reward_term(args: argparse.Namespace, run: Run | None, answer_format: str) -
         try:
             label = correctness_label(run.reward.terms, run.reward.correctness)
         except Exception as e:  # noqa: BLE001 - a plugin of the run that does not import here, say
-            raise PreflightError(f"{run.folder}/run_config.json: its correctness term: {_first_line(e)}", "reward") from None
+            raise PreflightError(f"{run.folder}/run_config.json: its correctness term: {one_line(e)}", "reward") from None
         term = next((t for t in run.reward.terms if term_label(t) == label), None)
         if term is None:
             raise PreflightError(f"{run.folder}/run_config.json: reward.correctness = {label!r} names no term", "reward")
@@ -218,7 +218,7 @@ def prompt_lengths(model_path: str, samples: list[Sample], template: str,
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         config = AutoConfig.from_pretrained(model_path)
     except (OSError, ValueError) as e:
-        raise PreflightError(f"--model {model_path}: cannot load its tokenizer and config.json: {_first_line(e)}") from None
+        raise PreflightError(f"--model {model_path}: cannot load its tokenizer and config.json: {one_line(e)}") from None
     longest = max((len(chat_prompt_ids(tokenizer, s, template, system_prompt)), s.id) for s in samples)
     return longest, getattr(config.get_text_config(), "max_position_embeddings", None)
 
@@ -309,8 +309,3 @@ def evaluate_model(cfg: Config, samples: list[Sample], n: int, ks: list[int], se
         say(f"sampling and scoring {len(samples) * n} completions")
         evaluator = SampledEval(workers, reward_service, samples, spec, Correctness(correctness_label(cfg.reward.terms)), ks)
         return evaluator.run()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
