@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import (ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, TypeAdapter, ValidationError,
-                      ValidationInfo, model_validator)
+from pydantic import (ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, TypeAdapter,
+                      ValidationError, ValidationInfo, model_validator)
 from pydantic.dataclasses import dataclass
 
 
@@ -100,6 +100,13 @@ class RolloutConfig:
     sync_timeout_s: PositiveFloat = 600.0  # deadline of each engine's part of a weight sync; past it, an error naming it
     enforce_eager: bool = True
     seed: int = 0
+    # train.max_staleness > 0 (the asynchronous engine, rlvr/rollout/async_worker.py): what a weight update does to
+    # the requests in flight. wait: they finish on the old weights first; partial: they pause, take the new
+    # weights and go on with their tokens so far (each rollout records its first and last policy version).
+    update_mode: Literal["wait", "partial"] = "wait"
+    # train.max_staleness > 0: a group not finished this long after its request is dropped and its prompt
+    # re-queued once (faults/groups_dropped); 0: half of cluster.call_timeout_s. Must be below it.
+    group_timeout_s: NonNegativeFloat = 0.0
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -181,7 +188,7 @@ class LossConfig:
     entropy_target: float = 0.0  # adaptive: the entropy (nats/token) the coefficient steers toward
     entropy_lr: float = 0.01  # adaptive: coefficient change per nat of entropy error per step
     # Train/rollout mismatch correction pi_old / pi_sampler (`rlvr.algorithms.losses.MISMATCH_CORRECTIONS`).
-    # auto: "tis" when model.dtype is not float32 or there are several engines, "none" otherwise
+    # auto: "tis" when model.dtype is not float32, there are several engines or train.max_staleness > 0, "none" otherwise
     # (`rlvr.learner.build.mismatch_mode`).
     mismatch: Mismatch = "auto"
     is_cap: float = 2.0  # tis, tis_seq: truncation C
@@ -274,6 +281,10 @@ class EvalConfig:
 @dataclass(frozen=True, config=SECTION)
 class TrainConfig:
     steps: int = 100
+    # Asynchronous training (rlvr/rollout/source.py): rollouts of step t may come from weights up to this many
+    # updates old, so the engines generate the next batches while the learner trains. 0: the synchronous,
+    # on-policy loop (bit for bit).
+    max_staleness: NonNegativeInt = 0
     save_every: int = 0  # write a resumable checkpoint every N RL steps (DIR/checkpoints/step_N); 0: none
     keep_last: int = 2  # resumable checkpoints kept (older ones are pruned); 0: keep all
     seed: int = 0
@@ -298,6 +309,10 @@ class ClusterConfig:
     # disaggregated: engines and learner ranks on separate GPUs; colocated: they share GPUs, vLLM sleeping
     # (KV cache and weights freed) while the learner trains (GPU only; on CPU a no-op, logged)
     placement: Literal["disaggregated", "colocated"] = "disaggregated"
+    # CPU roles with train.max_staleness > 0: the cores the rollout engines' threads get (the learner's get the
+    # rest), since both sides now run at once; 0: half of them. With max_staleness = 0 every role takes every
+    # core in turn, as before.
+    rollout_cores: NonNegativeInt = 0
 
 
 def _check_weight_sync(r: RolloutConfig) -> None:
@@ -334,6 +349,10 @@ class Config:
         if not (info.context or {}).get("partial"):  # partial: a config still being assembled from overrides
             self.check()
         return self
+
+    def group_timeout_s(self) -> float:
+        """rollout.group_timeout_s, with 0 resolved to half of cluster.call_timeout_s."""
+        return self.rollout.group_timeout_s or self.cluster.call_timeout_s / 2
 
     def check(self) -> None:
         """The checks that span keys (a key's own type and bounds are its field's)."""
@@ -378,6 +397,10 @@ class Config:
                               "function of the weights for the ratio to mean anything")
         if self.cluster.placement == "colocated":
             _check_colocated(self.learner, self.rollout)
+        if self.train.max_staleness and self.group_timeout_s() >= self.cluster.call_timeout_s:
+            # The driver's deadline on a whole draw would fire first and end the run for one slow group.
+            raise ConfigError(f"rollout.group_timeout_s = {self.rollout.group_timeout_s:g} must be below "
+                              f"cluster.call_timeout_s = {self.cluster.call_timeout_s:g} (0: half of it)")
 
 
 def _check_colocated(learner: LearnerConfig, rollout: RolloutConfig) -> None:

@@ -35,7 +35,10 @@ class Rollout:
     completion_ids: tuple[int, ...]
     sampler_logprobs: tuple[float, ...]  # log-probs of completion_ids under the sampler, same length
     prompt_ids: tuple[int, ...]
-    policy_version: int  # RL step whose weights produced it
+    policy_version: int  # the weights (RL steps taken) that produced its first token
+    # A partial rollout (rollout.update_mode = "partial") took a weight update mid-way: the version of its last
+    # tokens. None: every token came from policy_version.
+    last_policy_version: int | None = None
 
     @property
     def num_tokens(self) -> int:

@@ -35,10 +35,12 @@ def _threads(share: int = 1) -> int:
 
 def mismatch_mode(cfg: Config) -> str:
     """loss.mismatch, with "auto" resolved: token-level TIS where sampler and learner can disagree by more
-    than rounding (low precision, several engines); off for one fp32 engine (mismatch ~6e-6)."""
+    than rounding (low precision, several engines, or rollouts from older weights: train.max_staleness > 0);
+    off for one fp32 engine on-policy (mismatch ~6e-6)."""
     if cfg.loss.mismatch != "auto":
         return cfg.loss.mismatch
-    return "tis" if cfg.model.dtype != "float32" or cfg.rollout.num_engines > 1 else "none"
+    disagree = cfg.model.dtype != "float32" or cfg.rollout.num_engines > 1 or cfg.train.max_staleness > 0
+    return "tis" if disagree else "none"
 
 
 def norm_length(cfg: Config) -> int:
