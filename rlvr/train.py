@@ -1,12 +1,12 @@
 """The RLVR loop: build the components, optionally cold-start them with SFT, then sample -> score -> update -> sync.
 
-Synchronous and on-policy: every step's rollouts come from the weights of the step before.
-Naming: P prompts per step, G completions per prompt.
+The rollout source decides how fresh each step's rollouts are (rlvr/rollout/source.py): from the weights of
+the step before (train.max_staleness = 0, on-policy), or generated while the learner trains, from weights
+up to max_staleness updates old. Naming: P prompts per step, G completions per prompt.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from rlvr.observe.console import RewardFailures
 from rlvr.observe.metrics import MetricsLogger, failure_totals, rollout_metrics
 from rlvr.observe.trackers import build_trackers
 from rlvr.rollout.build import build_rollout_workers
-from rlvr.rollout.sampling import DynamicSampling, OnePass, generate_and_score
+from rlvr.rollout.source import build_source
 from rlvr.rollout.worker import SamplingSpec
 from rlvr.runtime.checkpoint import write_json_atomic
 from rlvr.runtime.cluster import ray_cluster
@@ -91,22 +91,18 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
         learner.connect()
         weight_sync = build_weight_sync(cfg, learner, workers)
         console.print(f"loaded in {time.perf_counter() - loading:.0f} s")
-        draw = functools.partial(generate_and_score, workers, reward_service, pass_rates=tracker.rates,
-                                 timeout_s=cfg.cluster.call_timeout_s)
-        sampler = (
-            DynamicSampling(draw, correctness, cfg.data.batch_size, cfg.algo.max_sampling_rounds)
-            if cfg.algo.dynamic_sampling else OnePass(draw, correctness)
-        )
         e = cfg.eval  # every-N evaluation: n samples per held-out prompt -> eval/pass@k, eval/avg@n, ...
         periodic_eval = SampledEval(workers, reward_service, splits.held_out,
                                     SamplingSpec(e.n, eval_tokens, e.temperature, seed=cfg.rollout.seed), correctness, e.k)
+        prompts = build_prompt_source(cfg.curriculum, splits.train, cfg.data.batch_size, cfg.train.seed, tracker)
+        source = build_source(cfg, workers, reward_service, prompts, tracker, correctness, stop)  # sync or async
         trackers = build_trackers(cfg.train.loggers, out, to_dict(cfg), start_step=start)
         logger = MetricsLogger(out, total_steps=stop, trackers=trackers, console=console, start_step=start)
         failures = RewardFailures(logger.print, cfg.reward.max_failed_frac)
         try:
-            prompts = build_prompt_source(cfg.curriculum, splits.train, cfg.data.batch_size, cfg.train.seed, tracker)
             shapers = ShaperStates(reward_service, cfg.cluster.call_timeout_s)  # the reward shapers' resumable state
-            parts = Parts(learner, stage, shapers, tracker, prompts)
+            # A checkpoint records the prompt position and pass rates of what was trained, not of what is in flight.
+            parts = Parts(learner, stage, shapers, source.tracker, source.prompts)
             components = Components(learner, stage, workers, reward_service, weight_sync, plan, parts)
             progress = opening.open(components, {"model": model_path, "output_dir": str(out)}, logger)
 
@@ -114,13 +110,10 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
             logger.stage("RL", max(0, stop - start))
             for step in range(start, stop):
                 step_start = time.perf_counter()
-                spec = SamplingSpec(cfg.algo.group_size, cfg.rollout.max_tokens, cfg.rollout.temperature,
-                                    cfg.rollout.top_p, seed=cfg.rollout.seed * 100_003 + step)
-                sampled = sampler.sample(prompts, spec)
-                scored_PG, times = sampled.train_PG, sampled.times
+                sampled = source.next_batch(step)  # scored groups; the pass-rate tracker has seen them
+                times = sampled.times
                 step_rewards = failures.check_step(step, sampled.all_PG, logger)  # raises if too many failed
-                curriculum_metrics = tracker.update(sampled.all_PG)
-                batch = stage.make_batch(scored_PG)
+                batch = stage.make_batch(sampled.train_PG)
                 train_start = time.perf_counter()
                 with engines_asleep(workers, plan, cfg.cluster.call_timeout_s):  # colocated: vLLM frees the GPUs
                     critic_metrics = stage.update(batch)  # PPO's critic trains beside the policy
@@ -128,12 +121,14 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                 train_s = time.perf_counter() - train_start
                 sync_s = weight_sync.push(version=step + 1)
                 if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
-                    metrics |= periodic_eval.metrics()
+                    with source.paused():  # asynchronous: the batches in flight finish first
+                        metrics |= periodic_eval.metrics()
                 step_s = time.perf_counter() - step_start
                 metrics |= step_rewards | rollout_metrics(sampled.all_PG, step) | sampled.metrics() | {
                     "timing/generate_s": times.generate_s, "timing/reward_s": times.reward_s,
                     "timing/train_s": train_s, "timing/sync_s": sync_s, "timing/step_s": step_s,
-                } | curriculum_metrics
+                    "timing/wait_for_rollouts_s": sampled.wait_s,
+                } | sampled.curriculum | sampled.extra
                 metrics["throughput/tokens_per_s"] = (metrics["tokens/prompt"] + metrics["tokens/completion"]) / step_s
                 logger.log(step, metrics)
                 progress.rewards_per_step.append(metrics["reward/mean"])
@@ -141,10 +136,11 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                 stopping = interrupt.requested  # read once: a signal arriving below waits for the next step
                 if ckpt.due(step + 1) or stopping:  # after the step's metrics line: a resumed run neither repeats nor skips one
                     saved = ckpt.save(step + 1, parts, progress.records())
-                    write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
+                    write_json_atomic(out / "curriculum_state.json", curriculum_state(source.tracker, source.prompts))
                     if stopping:
                         raise Interrupted(step + 1, saved)
 
+            source.close()  # nothing is in flight after the last step: batches stop at train.steps
             if stop:
                 after = evaluate(workers, reward_service, splits.held_out, eval_tokens, correctness)
                 logger.print(f"held-out greedy accuracy after RL: {after['eval/accuracy']:.3f}")
@@ -153,8 +149,9 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
                 logger.print("train.steps = 0: no RL steps; the evaluation above is the run's result")
             logger.print(f"saving the final weights in {out}, then stopping Ray")
             learner.save(str(out))
-            write_json_atomic(out / "curriculum_state.json", curriculum_state(tracker, prompts))
+            write_json_atomic(out / "curriculum_state.json", curriculum_state(source.tracker, source.prompts))
         finally:
+            source.close()
             logger.close()
 
     summary = progress.final(after, wall_s=time.perf_counter() - started)

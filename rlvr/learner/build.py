@@ -5,7 +5,6 @@ actors it needs (critic, teacher, reference). Where each actor runs is rlvr/runt
 
 from __future__ import annotations
 
-import os
 
 from rlvr.algorithms.entropy_control import EntropyControl
 from rlvr.algorithms.estimate import (
@@ -25,12 +24,13 @@ from rlvr.learner.group import LearnerGroup
 from rlvr.learner.optim import OptimSpec
 from rlvr.learner.teacher import Teacher
 from rlvr.models.builtin import resolve_model
-from rlvr.runtime.placement import Placement, side_roles
+from rlvr.runtime.placement import Placement, cpu_threads, side_roles
 
 
-def _threads(share: int = 1) -> int:
-    """torch threads of a CPU role: every core, or a share of them for learner ranks that run at once."""
-    return max(1, (os.cpu_count() or 1) // share)
+def _threads(cfg: Config, share: int = 1) -> int:
+    """torch threads of a CPU role on the learner's side: its cores (all of them, or what the engines leave
+    when they generate at the same time), or a share of them for learner ranks that run at once."""
+    return max(1, cpu_threads(cfg)[1] // share)
 
 
 def mismatch_mode(cfg: Config) -> str:
@@ -87,7 +87,7 @@ def learner_kwargs(cfg: Config) -> dict:
         zero_stage=l.zero_stage,
         lora=l.lora,
         device="cuda" if on_gpu else "cpu",
-        threads=0 if on_gpu else _threads(l.ranks),
+        threads=0 if on_gpu else _threads(cfg, l.ranks),
         seed=l.seed,
     )
 
@@ -104,7 +104,7 @@ def build_learner(cfg: Config, model_path: str, options: list[dict]) -> LearnerG
 def build_stage(cfg: Config, model_path: str, learner, plan: Placement) -> AdvantageStage:
     """The advantage stage, with the critic (PPO) and the teacher (distillation) actors it needs (placed by `plan`)."""
     a = cfg.algo
-    on_gpu, threads = cfg.learner.gpus > 0, 0 if cfg.learner.gpus else (os.cpu_count() or 1)
+    on_gpu, threads = cfg.learner.gpus > 0, 0 if cfg.learner.gpus else _threads(cfg)
     deadline = cfg.cluster.call_timeout_s
     reference = None
     if "reference" in side_roles(cfg):  # pi_ref runs only for a KL term or the `kl` metric

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import ray
@@ -37,6 +37,9 @@ class StepSample:
     rounds: int
     informative_groups: int  # groups of all_PG with 0 < #correct < G
     topped_up_groups: int = 0  # uninformative groups in train_PG (dynamic sampling found too few)
+    curriculum: Mapping[str, float] = field(default_factory=dict)  # the pass-rate tracker's metrics after these groups
+    wait_s: float = 0.0  # how long the loop waited for them (rlvr/rollout/source.py)
+    extra: Mapping[str, float] = field(default_factory=dict)  # the source's own metrics (staleness, dropped groups)
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -55,6 +58,7 @@ def generate_and_score(
     pass_rates: Mapping[str, float] | None = None,
     update_state: bool = True,
     timeout_s: float = 1800.0,
+    group_timeout_s: float = 0.0,
 ):
     """Sample G completions per prompt on every engine; each group goes to scoring the moment it is done
     (with the other groups its engine step finished), while generation continues.
@@ -63,12 +67,16 @@ def generate_and_score(
     shapers that read difficulty; `update_state=False` (held-out evaluation) leaves every shaper's
     state as it was. Returns the scored groups in the order of `samples_P`, and the stage times. The
     draw (generation and scoring) has `timeout_s` (cluster.call_timeout_s): past it, an error naming the
-    engines that had not finished, or the scoring calls still out.
+    engines that had not finished, or the scoring calls still out. `group_timeout_s` > 0 (the asynchronous
+    engine, rlvr/rollout/async_worker.py): a group unfinished that long after its request is dropped by its
+    engine, and missing from the result.
     """
     rates = ray.put({s.id: pass_rates[s.id] for s in samples_P if s.id in pass_rates} if pass_rates else {})
     start = time.perf_counter()
     shards = [samples_P[i :: len(workers)] for i in range(len(workers))]
-    streams = [w.generate.options(num_returns="streaming").remote(s, spec) for w, s in zip(workers, shards) if s]
+    deadline_kw = {"group_timeout_s": group_timeout_s} if group_timeout_s else {}
+    streams = [w.generate.options(num_returns="streaming").remote(s, spec, **deadline_kw)
+               for w, s in zip(workers, shards) if s]
     engine_of = {id(stream): i for i, stream in enumerate(streams)}  # shards are non-empty for the first engines
     deadline = start + timeout_s
     pending = []

@@ -91,8 +91,9 @@ def place(cfg: Config, timeout_s: float = 120.0, sides: tuple[str, ...] | None =
     ranks, k, t = cfg.learner.ranks, cfg.learner.gpus, cfg.rollout.gpus_per_engine
     colocated = cfg.cluster.placement == "colocated"
     if not k and not t:
-        cpu = dict(num_cpus=0, runtime_env=_cpu_env())
-        return Placement([cpu] * ranks, [cpu] * cfg.rollout.num_engines, {r: [cpu] for r in sides}, colocated)
+        engine_threads, learner_threads = cpu_threads(cfg)
+        cpu, engine = (dict(num_cpus=0, runtime_env=_cpu_env(n)) for n in (learner_threads, engine_threads))
+        return Placement([cpu] * ranks, [engine] * cfg.rollout.num_engines, {r: [cpu] for r in sides}, colocated)
     if not (k and t):
         raise ValueError(f"learner.gpus = {k} and rollout.gpus_per_engine = {t}: "
                          "mixing CPU and GPU roles is not supported")
@@ -174,9 +175,21 @@ def _reserve(specs: list[tuple[list[dict], str, str]], timeout_s: float) -> list
     return groups
 
 
-def _cpu_env() -> dict:
-    # Ray sets OMP_NUM_THREADS=1 in actors; the sync loop lets each stage use every core in turn.
-    threads = str(os.cpu_count() or 1)
+def cpu_threads(cfg: Config) -> tuple[int, int]:
+    """Threads of each CPU engine, and of the learner side (its ranks share them; critic, teacher and reference
+    run in its turn). Synchronous, the stages take turns, so each gets every core; asynchronous
+    (train.max_staleness > 0), engines and learner run at once, so the cores are split
+    (cluster.rollout_cores for the engines, default half) rather than oversubscribed."""
+    cores = os.cpu_count() or 1
+    if not cfg.train.max_staleness:
+        return cores, cores
+    engines = min(cfg.cluster.rollout_cores or max(1, cores // 2), max(1, cores - 1))
+    return max(1, engines // cfg.rollout.num_engines), max(1, cores - engines)
+
+
+def _cpu_env(threads: int | None = None) -> dict:
+    # Ray sets OMP_NUM_THREADS=1 in actors; vLLM's CPU engine (VLLM_CPU_OMP_THREADS_BIND=nobind) and torch read it.
+    threads = str(threads or os.cpu_count() or 1)
     return {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
 
 

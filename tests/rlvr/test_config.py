@@ -178,7 +178,18 @@ def test_method_presets_change_only_what_their_method_needs():
         changed = {k for k, v in to_dict(load_config(preset)).items() if v != base[k]}
         # LoRA RL adapts a model that already solves part of the task (Tina): an SFT'd base, no cold start
         extra = {"model", "sft"} if preset.name == "tiny_arith_lora.toml" else set()
+        extra |= {"rollout", "cluster"} if preset.name == "tiny_arith_async.toml" else set()  # see below
         assert changed <= allowed | extra, (preset, changed)
+
+
+def test_the_async_demo_is_the_demo_at_staleness_zero():
+    """examples/tiny_arith_async.toml differs from the demo only in settings that act when train.max_staleness
+    > 0, so train.max_staleness=0 runs the demo itself."""
+    base = to_dict(load_config("examples/tiny_arith_grpo.toml"))
+    stale = to_dict(load_config("examples/tiny_arith_async.toml"))
+    differ = {(s, k) for s in base for k in base[s] if base[s][k] != stale[s][k]}
+    acting_only_when_stale = {("rollout", "update_mode"), ("rollout", "group_timeout_s"), ("cluster", "rollout_cores")}
+    assert ("train", "max_staleness") in differ and differ - {("train", "max_staleness")} <= acting_only_when_stale
 
 
 def test_cross_key_checks_run_once_all_overrides_are_in():
