@@ -397,6 +397,10 @@ class Config:
                               "function of the weights for the ratio to mean anything")
         if self.cluster.placement == "colocated":
             _check_colocated(self.learner, self.rollout)
+        if self.train.max_staleness and self.cluster.placement == "colocated":
+            raise ConfigError(f"train.max_staleness = {self.train.max_staleness} with cluster.placement = \"colocated\": "
+                              "colocated engines sleep while the learner trains, so nothing would overlap; use "
+                              "\"disaggregated\" (or max_staleness = 0)")
         if self.train.max_staleness and self.group_timeout_s() >= self.cluster.call_timeout_s:
             # The driver's deadline on a whole draw would fire first and end the run for one slow group.
             raise ConfigError(f"rollout.group_timeout_s = {self.rollout.group_timeout_s:g} must be below "

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import os
 import re
 import tomllib
 import typing
@@ -334,3 +335,28 @@ def test_loss_kernel_names_the_key_when_wrong():
     assert load_config(None, ["loss.kernel=triton"]).loss.kernel == "triton"
     with pytest.raises(ConfigError, match="loss.kernel"):
         load_config(None, ["loss.kernel=cuda"])
+
+
+def test_asynchronous_settings_that_cannot_work_fail_when_the_config_loads():
+    with pytest.raises(ConfigError, match=r"rollout.group_timeout_s = 20 must be below cluster.call_timeout_s = 10"):
+        load_config("examples/tiny_arith_async.toml", ["cluster.call_timeout_s=10", "rollout.group_timeout_s=20"])
+    with pytest.raises(ConfigError, match="colocated engines sleep while the learner trains"):
+        load_config("examples/tiny_arith_async.toml", ["cluster.placement=colocated"])
+    cfg = load_config("examples/tiny_arith_async.toml", ["cluster.call_timeout_s=10"])
+    assert cfg.group_timeout_s() == 5.0  # 0 resolves to half the call deadline
+    # At staleness 0 neither setting acts, so neither is checked.
+    load_config("examples/tiny_arith_async.toml", ["train.max_staleness=0", "cluster.placement=colocated"])
+
+
+def test_stale_rollouts_turn_the_mismatch_correction_on():
+    from rlvr.learner.build import mismatch_mode
+    from rlvr.runtime.placement import cpu_threads
+
+    assert mismatch_mode(load_config("examples/tiny_arith_grpo.toml")) == "none"
+    stale = load_config("examples/tiny_arith_async.toml")
+    assert mismatch_mode(stale) == "tis"
+    assert mismatch_mode(load_config("examples/tiny_arith_async.toml", ["loss.mismatch=none"])) == "none"
+    cores = os.cpu_count()
+    assert cpu_threads(load_config("examples/tiny_arith_grpo.toml")) == (cores, cores)  # roles take turns
+    engine, learner = cpu_threads(stale)
+    assert engine + learner == max(cores, 2) and engine == 1

@@ -2,7 +2,7 @@
 a few real steps of the whole loop (Ray, vLLM, rewards, learner, critic or teacher) have finite metrics.
 
 The whole-loop runs cost ~25 s each; the default suite runs one per path the loop takes (the critic, the
-teacher, LoRA adapters merged into the engines), the others are `slow` (`make test-slow`): the GRPO loop
+teacher, LoRA adapters merged into the engines, asynchronous rollouts on vLLM's AsyncLLM), the others are `slow` (`make test-slow`): the GRPO loop
 itself, with dynamic sampling and two learner ranks, is tests/rlvr/test_train.py's run, and two minibatches
 run end to end in tests/rlvr/runtime/test_resume.py.
 """
@@ -26,7 +26,7 @@ from rlvr.train import train
 PRESETS = sorted(p.stem.removeprefix("tiny_arith_") for p in Path("examples").glob("tiny_arith_*.toml"))
 SMALL = ["sft.steps=30", "sft.batch_size=16", "data.batch_size=4", "algo.group_size=4", "eval.size=8",
          "data.train_size=64", "train.steps=3"]
-LOOP_PATHS = {"ppo", "opd", "lora"}  # the whole loop in the default suite; the other presets' runs are slow
+LOOP_PATHS = {"ppo", "opd", "lora", "async"}  # the whole loop in the default suite; the other presets' runs are slow
 
 
 def test_every_method_has_a_preset():
@@ -69,6 +69,11 @@ def test_preset_runs_three_steps_with_finite_metrics(name, ray_cluster, tiny_mod
         assert not _not_finite(record), (name, _not_finite(record))
     if name == "ppo":
         assert all("critic/value_loss" in r and "critic/explained_variance" in r for r in records)
+    if name == "async":  # step t trains rollouts begun on the weights before step t - 1's update
+        assert [r["staleness/max"] for r in records] == [0.0, 1.0, 1.0]
+        assert all(r["staleness/frac_0"] + r["staleness/frac_1"] == 1.0 and r["faults/groups_dropped"] == 0.0
+                   for r in records)
+        assert records[1]["timing/wait_for_rollouts_s"] < records[1]["timing/generate_s"]  # generated during step 0
     if name == "opd":
         assert all("distill/kl" in r for r in records)
         assert records[0]["distill/kl"] == pytest.approx(0.0, abs=1e-4)  # no SFT: the student is its own teacher
