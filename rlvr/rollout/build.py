@@ -1,18 +1,25 @@
-"""The rollout engines of a run, built from the config (placed by rlvr/runtime/placement.py's options)."""
+"""The rollout engines of a run, built from the config (placed by rlvr/runtime/placement.py's options).
+
+train.max_staleness > 0: the asynchronous engine (rlvr/rollout/async_worker.py), which takes weight updates while it
+generates; 0: the synchronous one, exactly as before."""
 
 from __future__ import annotations
 
 import ray
 
 from rlvr.config import Config
+from rlvr.rollout.async_worker import AsyncRolloutWorker
 from rlvr.rollout.worker import RolloutWorker
 from rlvr.sync.build import TRANSFER_BACKENDS, sync_kind
 
 
 def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> list[ray.actor.ActorHandle]:
     r = cfg.rollout
+    worker, extra = RolloutWorker, {}
+    if cfg.train.max_staleness > 0:
+        worker, extra = AsyncRolloutWorker, {"update_mode": r.update_mode}
     return [
-        RolloutWorker.options(**options[i]).remote(
+        worker.options(**options[i]).remote(
             model_path,
             dtype=cfg.model.dtype,
             max_model_len=r.max_model_len,
@@ -29,6 +36,7 @@ def build_rollout_workers(cfg: Config, model_path: str, options: list[dict]) -> 
             engine_index=i,
             num_engines=r.num_engines,
             sleep_mode=cfg.cluster.placement == "colocated",
+            **extra,
         )
         for i in range(r.num_engines)
     ]

