@@ -18,7 +18,7 @@ import pytest
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 10
+STEPS = 6
 SAMPLE_RE = re.compile(r"^(?:ray_)?([a-zA-Z_][\w:]*)(?:\{[^}]*\})? (\S+)$")
 OPERATOR_METRICS = {  # metrics.jsonl key -> gauge name
     "reward/mean": "rlvr_reward_mean", "timing/step_s": "rlvr_timing_step_s",
@@ -60,8 +60,8 @@ def monitored_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("monitored")
     metrics_port, dashboard_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}  # a user's shell
-    # Ray exports metrics every 10 s by default; every 2 s, 10 steps see several exports while RL runs.
-    env["RAY_metrics_report_interval_ms"] = "2000"
+    # Ray exports metrics every 10 s by default; every 1 s, 6 steps (~1 s each) see several exports while RL runs.
+    env["RAY_metrics_report_interval_ms"] = "1000"
     cmd = [sys.executable, "-m", "rlvr.cli", "train", "examples/tiny_arith_grpo.toml", "--output-dir", str(out),
            "--max-steps", str(STEPS), "sft.steps=0", "data.train_size=300", "eval.size=8", "data.batch_size=8",
            f"cluster.metrics_export_port={metrics_port}", f"cluster.dashboard_port={dashboard_port}"]
