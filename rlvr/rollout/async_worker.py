@@ -35,7 +35,8 @@ from typing import Literal
 import ray
 import torch
 
-from rlvr.rollout.worker import GREEDY, SamplingSpec, engine_kwargs, prompt_ids, request_seed, sampling_params, to_rollouts
+from rlvr.rollout.worker import (GREEDY, SamplingSpec, engine_kwargs, prompt_ids, request_seed, sampling_params,
+                                 to_rollouts)
 from rlvr.types import Rollout, Sample
 
 PAUSE_MODES = {"wait": "wait", "partial": "keep"}  # rollout.update_mode -> vLLM's pause mode
@@ -122,7 +123,8 @@ class AsyncRolloutWorker:
             async with self._gate:
                 for i, (sample, ids) in enumerate(zip(samples_P, ids_P)):
                     request_id = f"{self._draws}-{i}"
-                    params = sampling_params(spec, request_seed(spec.seed, self.engine_index, i, spec.n, self.num_engines))
+                    seed = request_seed(spec.seed, self.engine_index, i, spec.n, self.num_engines)
+                    params = sampling_params(spec, seed)
                     queue = await self.llm.add_request(request_id, {"prompt_token_ids": ids}, params)
                     self._epochs[request_id] = [self._epoch, self._epoch]
                     pending.add(asyncio.create_task(self._finish(request_id, queue, sample, group_timeout_s)))
@@ -159,7 +161,8 @@ class AsyncRolloutWorker:
             queue.close()
         async with self._versions_known:  # a transfer's version arrives with its set_version
             await self._versions_known.wait_for(lambda: last in self._epoch_versions)
-        return to_rollouts(sample, out, self._epoch_versions[first], self._epoch_versions[last] if last != first else None)
+        versions = self._epoch_versions
+        return to_rollouts(sample, out, versions[first], versions[last] if last != first else None)
 
     async def generate_greedy(self, samples: list[Sample], max_tokens: int) -> list[Rollout]:
         """One greedy completion per sample, in order (evaluation)."""

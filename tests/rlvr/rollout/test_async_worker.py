@@ -69,7 +69,8 @@ def uniform(tiny_model):
 
 
 def generate(worker, samples, spec, **kwargs):
-    steps = [ray.get(ref, timeout=300) for ref in worker.generate.options(num_returns="streaming").remote(samples, spec, **kwargs)]
+    stream = worker.generate.options(num_returns="streaming").remote(samples, spec, **kwargs)
+    steps = [ray.get(ref, timeout=300) for ref in stream]
     return [group for step in steps for group in step]
 
 
@@ -82,7 +83,8 @@ def test_same_seeds_give_the_synchronous_workers_completions(partial, engines):
             assert mine.sampler_logprobs == pytest.approx(theirs.sampler_logprobs, abs=1e-5)
             assert (mine.policy_version, mine.last_policy_version, mine.prompt_ids) == (0, None, theirs.prompt_ids)
     greedy = ray.get(partial.generate_greedy.remote(SAMPLES, 5), timeout=120)
-    assert [r.completion_ids for r in greedy] == [r.completion_ids for r in ray.get(engines[0].generate_greedy.remote(SAMPLES, 5))]
+    sync_greedy = ray.get(engines[0].generate_greedy.remote(SAMPLES, 5), timeout=120)
+    assert [r.completion_ids for r in greedy] == [r.completion_ids for r in sync_greedy]
 
 
 def _update_during(worker, weights, version):
@@ -169,7 +171,7 @@ def _rollout_actor(sid: int) -> psutil.Process | None:
 
 @pytest.mark.parametrize("stopped", ["engine core", "actor"])
 def test_a_stopped_engine_ends_the_run_within_the_deadline(tiny_model, tmp_path, stopped):
-    out, timeout_s = tmp_path / "run", 20
+    out, timeout_s = tmp_path / "run", 60  # also the start-up calls' deadline: 20 s is too tight on a busy 2-core machine
     argv = ["train", "examples/tiny_arith_async.toml", "--output-dir", str(out), f"model.path={tiny_model}",
             "sft.steps=0", "eval.size=4", "data.batch_size=4", "algo.group_size=2", "train.steps=50",
             "cluster.dashboard=false", f"cluster.call_timeout_s={timeout_s}", f"rollout.sync_timeout_s={timeout_s}",
