@@ -26,6 +26,7 @@ makes the core die with this actor; weights reach the model through named worker
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,7 +36,8 @@ from typing import Literal
 import ray
 import torch
 
-from rlvr.rollout.worker import GREEDY, SamplingSpec, engine_kwargs, prompt_ids, request_seed, sampling_params, to_rollouts
+from rlvr.rollout.worker import (GREEDY, SamplingSpec, engine_kwargs, prompt_ids, request_seed, sampling_params,
+                                 to_rollouts)
 from rlvr.types import Rollout, Sample
 
 PAUSE_MODES = {"wait": "wait", "partial": "keep"}  # rollout.update_mode -> vLLM's pause mode
@@ -79,7 +81,9 @@ class AsyncRolloutWorker:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, worker_extension_cls=QUALNAME))
+        # Statistics on: each output's engine-core timestamps date its tokens against the weight updates.
+        args = AsyncEngineArgs(**kwargs, worker_extension_cls=QUALNAME, disable_log_stats=False)
+        self.llm = AsyncLLM.from_engine_args(args)
         self.tokenizer = self.llm.get_tokenizer()
         self.on_cpu = tensor_parallel == 0
         self.prompt_template, self.system_prompt, self.max_model_len = prompt_template, system_prompt, max_model_len
@@ -91,12 +95,12 @@ class AsyncRolloutWorker:
         # Updates and submissions exclude each other, so every request is stamped with the weights it starts on.
         self._gate = asyncio.Lock()
         self._transfer_open = False  # start_weight_update .. set_version hold the gate
-        # Weight epochs: one per update. A request in flight records the epochs of its first and latest tokens;
-        # an epoch's version is known at once (load paths) or at the transfer API's set_version.
-        self._epoch = 0
+        # Weight epochs: epoch e >= 1 began at _resumes[e - 1] (time.monotonic, the clock of vLLM's engine-core
+        # timestamps). A request's first and last tokens fall in the epochs of their timestamps: no token is made
+        # while paused. An epoch's version is known at once (load paths) or at the transfer API's set_version.
+        self._resumes: list[float] = []
         self._epoch_versions = {0: 0}
         self._versions_known = asyncio.Condition()
-        self._epochs: dict[str, list[int]] = {}  # request id -> [first, last] epoch (requests in flight)
         self._said_no_sleep = False
 
     async def ready(self) -> dict:
@@ -122,10 +126,10 @@ class AsyncRolloutWorker:
             async with self._gate:
                 for i, (sample, ids) in enumerate(zip(samples_P, ids_P)):
                     request_id = f"{self._draws}-{i}"
-                    params = sampling_params(spec, request_seed(spec.seed, self.engine_index, i, spec.n, self.num_engines))
+                    seed = request_seed(spec.seed, self.engine_index, i, spec.n, self.num_engines)
+                    params = sampling_params(spec, seed)
                     queue = await self.llm.add_request(request_id, {"prompt_token_ids": ids}, params)
-                    self._epochs[request_id] = [self._epoch, self._epoch]
-                    pending.add(asyncio.create_task(self._finish(request_id, queue, sample, group_timeout_s)))
+                    pending.add(asyncio.create_task(self._finish(queue, sample, group_timeout_s)))
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 groups = [t.result() for t in done]
@@ -141,7 +145,7 @@ class AsyncRolloutWorker:
             print(f"rollout engine {self.engine_index}: {len(dropped)} group(s) not finished within "
                   f"rollout.group_timeout_s = {group_timeout_s:g} s, aborted: samples {', '.join(dropped)}", flush=True)
 
-    async def _finish(self, request_id: str, queue, sample: Sample, timeout_s: float) -> list[Rollout] | str:
+    async def _finish(self, queue, sample: Sample, timeout_s: float) -> list[Rollout] | str:
         """The request's group, or its sample id when it missed the deadline (then it is aborted)."""
         try:
             async with asyncio.timeout(timeout_s or None):
@@ -155,11 +159,13 @@ class AsyncRolloutWorker:
             await self.llm.abort(queue.request_id, internal=True)
             raise
         finally:
-            first, last = self._epochs.pop(request_id)
             queue.close()
+        first, last = (bisect.bisect_right(self._resumes, out.metrics.first_token_ts),
+                       bisect.bisect_right(self._resumes, out.metrics.last_token_ts))
         async with self._versions_known:  # a transfer's version arrives with its set_version
             await self._versions_known.wait_for(lambda: last in self._epoch_versions)
-        return to_rollouts(sample, out, self._epoch_versions[first], self._epoch_versions[last] if last != first else None)
+        versions = self._epoch_versions
+        return to_rollouts(sample, out, versions[first], versions[last] if last != first else None)
 
     async def generate_greedy(self, samples: list[Sample], max_tokens: int) -> list[Rollout]:
         """One greedy completion per sample, in order (evaluation)."""
@@ -219,20 +225,15 @@ class AsyncRolloutWorker:
         await self.llm.pause_generation(mode=self.pause_mode, clear_cache=True)
 
     async def _resume(self) -> None:
-        """A new weight epoch for the requests not finished yet. Mode "wait": the pause let the running ones finish
-        and held back those not yet scheduled, which start in the new epoch. Mode "keep": all were frozen and
-        continue in it; one frozen before its first token counts as partial too (vLLM does not tell)."""
-        self._epoch += 1
-        for epochs in self._epochs.values():
-            epochs[1] = self._epoch
-            if self.pause_mode == "wait":
-                epochs[0] = self._epoch
+        """A new weight epoch. Mode "wait": the pause let the running requests finish and held back those not yet
+        scheduled, which start in it; mode "keep": the frozen requests continue in it."""
+        self._resumes.append(time.monotonic())
         await self.llm.resume_generation()
 
     async def _set_version(self, version: int) -> None:
         self.version = version
         async with self._versions_known:
-            self._epoch_versions[self._epoch] = version
+            self._epoch_versions[len(self._resumes)] = version
             self._versions_known.notify_all()
 
     async def init_weight_transfer_engine(self, request) -> None:
