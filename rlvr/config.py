@@ -306,6 +306,9 @@ class ClusterConfig:
     metrics_export_port: int = 0  # Prometheus endpoint of a local cluster's node; 0: Ray's choice, printed at start
     object_store_mb: int = 512
     call_timeout_s: float = 1800.0  # deadline of each call to another actor (learner, engines, critic, teacher)
+    # deadline of the actors' start (learner ranks and engines loading the model, up to `ready`), which can take
+    # far longer than any step's call on a big model; 0: cluster.call_timeout_s
+    start_timeout_s: NonNegativeFloat = 0.0
     # disaggregated: engines and learner ranks on separate GPUs; colocated: they share GPUs, vLLM sleeping
     # (KV cache and weights freed) while the learner trains (GPU only; on CPU a no-op, logged)
     placement: Literal["disaggregated", "colocated"] = "disaggregated"

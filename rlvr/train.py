@@ -85,9 +85,10 @@ def train(cfg: Config, output_dir: str | Path, console: Console | None = None, *
         console.print(f"loading the model ({model_path}) into {len(learner)} learner rank(s) and {len(workers)} "
                       "vLLM engine(s)")
         loading = time.perf_counter()
-        learner.ready()
+        start_timeout_s = cfg.cluster.start_timeout_s or cfg.cluster.call_timeout_s
+        learner.ready(start_timeout_s)
         wait_all([w.ready.remote() for w in workers], roles=[f"rollout engine {i}" for i in range(len(workers))],
-                 call="ready (engine start)", timeout_s=cfg.cluster.call_timeout_s)
+                 call="ready (engine start)", timeout_s=start_timeout_s)
         learner.connect()
         weight_sync = build_weight_sync(cfg, learner, workers)
         console.print(f"loaded in {time.perf_counter() - loading:.0f} s")

@@ -36,11 +36,12 @@ class LearnerGroup:
     def __len__(self) -> int:
         return len(self.actors)
 
-    def _all(self, call: str, refs: list) -> list:
-        return wait_all(refs, roles=self.roles, call=call, timeout_s=self.timeout_s)
+    def _all(self, call: str, refs: list, timeout_s: float | None = None) -> list:
+        return wait_all(refs, roles=self.roles, call=call, timeout_s=timeout_s or self.timeout_s)
 
-    def ready(self) -> list[dict]:
-        return self._all("ready", [a.ready.remote() for a in self.actors])
+    def ready(self, timeout_s: float | None = None) -> list[dict]:
+        """Every rank has built its model (`timeout_s`: the start's own deadline, default the group's)."""
+        return self._all("ready", [a.ready.remote() for a in self.actors], timeout_s)
 
     def connect(self) -> None:
         """Open the group's process group (every rank joins at once; a group of one needs none unless

@@ -96,6 +96,12 @@ def generate_and_score(
                                            timeout_s=max(1.0, deadline - generated)) for group in groups]
     done = time.perf_counter()
     position = {s.id: i for i, s in enumerate(samples_P)}
+    if group_timeout_s:  # groups may be missing; an engine that finished none of them is stuck, not slow
+        back = {group[0].rollout.sample.id for group in scored}
+        for i, shard in enumerate(shards):
+            if shard and not back & {s.id for s in shard}:
+                raise CallTimeout(f"rollout engine {i}: generate did not finish any of its {len(shard)} groups within "
+                                  f"rollout.group_timeout_s ({group_timeout_s:g} s)")
     scored.sort(key=lambda group: position[group[0].rollout.sample.id])
     return scored, StageTimes(generate_s=generated - start, reward_s=done - generated)
 

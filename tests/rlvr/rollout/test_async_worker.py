@@ -214,10 +214,11 @@ def _rollout_actor(sid: int) -> psutil.Process | None:
 
 @pytest.mark.parametrize("stopped", ["engine core", "actor"])
 def test_a_stopped_engine_ends_the_run_within_the_deadline(tiny_model, tmp_path, stopped):
-    out, timeout_s = tmp_path / "run", 60  # also the start-up calls' deadline: 20 s is too tight on a busy 2-core machine
+    out, timeout_s = tmp_path / "run", 15  # the start has its own deadline: a busy 2-core machine takes a minute
     argv = ["train", "examples/tiny_arith_async.toml", "--output-dir", str(out), f"model.path={tiny_model}",
             "sft.steps=0", "eval.size=4", "data.batch_size=4", "algo.group_size=2", "train.steps=50",
             "cluster.dashboard=false", f"cluster.call_timeout_s={timeout_s}", f"rollout.sync_timeout_s={timeout_s}",
+            "cluster.start_timeout_s=600",
             'train.loggers=[]']
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local cluster, as a user's
     with (tmp_path / "stderr.txt").open("w+") as err:
@@ -248,7 +249,8 @@ def test_a_stopped_engine_ends_the_run_within_the_deadline(tiny_model, tmp_path,
                 proc.wait()
         err.seek(0)
         last = err.read().strip().splitlines()[-1]
-    assert code != 0 and "rollout engine 0" in last and "did not" in last and f"{timeout_s} s" in last, last
+    # generate's deadline, the engine's group deadline, or the weight push's, whichever the stop met first
+    assert code != 0 and "rollout engine 0" in last and "did not" in last, last
     assert took < 2 * timeout_s + 30, took  # the step's call deadline, then Ray's shutdown
     for _ in range(100):
         left = _session(proc.pid) | {p.pid for p in victims if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
