@@ -17,6 +17,8 @@ Measured on 2 cores of an AMD EPYC with AVX2 only (no bf16 instructions: torch a
 with other developers, the first command above: fp32 steps 33.8, 74.5, 15.2, 33.8 s, median of the last two
 24.5 s (generate 7.1, train 16.2, sync 1.2), load average 1.1 before and 5.0 after; the same run under load
 7.8-22: 101.7, 128.7, 167.8, 129.1 s. Step times swing with the load more than with anything else here.
+bf16, --steps 1 --skip 0 (its first step only; load 3.3 before, 27-40 during): 628.8 s (generate 108.6, train
+516.8, sync 3.5), the cost of emulated bf16.
 """
 
 from __future__ import annotations
